@@ -1,0 +1,185 @@
+"""L2 container commands: each is one daemon call."""
+
+from __future__ import annotations
+
+import click
+
+from ds01.cli.output import ago, ok, print_json, table
+
+
+
+def Client():  # noqa: N802 - lazy: --help must not pay for http.client
+    from ds01.client.http import Client as _Client
+
+    return _Client()
+
+
+def q(segment: str) -> str:
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's container")
+json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+
+
+@click.command()
+@click.argument("project")
+@click.option("--image", metavar="IMG", help="image to use (default: your project's image, else the lab's base)")
+@click.option("--cpu-only", is_flag=True, help="no GPU (the default until GPUs are requested)")
+@user_opt
+@json_opt
+def create(project: str, image: str | None, cpu_only: bool, user: str | None, as_json: bool) -> None:
+    """Create (but do not start) the container of PROJECT.
+
+    Your workspace ~/workspace/PROJECT is created if missing and mounted at /workspace.
+
+    \b
+    Example:
+      container-create thesis
+      container-create thesis --image ds01/base:latest
+    """
+    out = Client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
+                                                     "user": user})
+    if as_json:
+        return print_json(out)
+    ok(f"created container {out['name']} for project {project} (image {out['image']})")
+    click.echo(f"  workspace: {out['workspace']} → /workspace")
+    click.echo(f"  next: container-start {project}   or   container-run {project}")
+
+
+def _verb(verb: str, project: str, body: dict, as_json: bool, done: str) -> dict:
+    out = Client().call("POST", f"/v1/containers/{q(project)}/{verb}", body)
+    if as_json:
+        print_json(out)
+    else:
+        ok(done.format(**out))
+    return out
+
+
+@click.command()
+@click.argument("project")
+@user_opt
+@json_opt
+def start(project: str, user: str | None, as_json: bool) -> None:
+    """Start the container of PROJECT.
+
+    \b
+    Example:
+      container-start thesis
+    """
+    _verb("start", project, {"user": user}, as_json, "container {name} is running")
+
+
+@click.command()
+@click.argument("project")
+@click.option("--timeout", type=click.FloatRange(0, 3600), help="seconds to wait before killing (default from config)")
+@user_opt
+@json_opt
+def stop(project: str, timeout: float | None, user: str | None, as_json: bool) -> None:
+    """Stop the container of PROJECT (SIGTERM, then SIGKILL after the timeout).
+
+    \b
+    Example:
+      container-stop thesis --timeout 30
+    """
+    _verb("stop", project, {"user": user, "timeout": timeout}, as_json, "container {name} is stopped")
+
+
+@click.command()
+@click.argument("project")
+@click.option("--force", is_flag=True, help="remove even if it is running")
+@user_opt
+@json_opt
+def remove(project: str, force: bool, user: str | None, as_json: bool) -> None:
+    """Remove the container of PROJECT. Your workspace is never touched.
+
+    \b
+    Example:
+      container-remove thesis
+      container-remove thesis --force
+    """
+    _verb("remove", project, {"user": user, "force": force}, as_json,
+          "container {name} removed (workspace {workspace} kept)")
+
+
+@click.command(name="container-list")
+@click.option("--all", "show_all", is_flag=True, help="include stopped containers (default: running only)")
+@click.option("--all-users", is_flag=True, help="(admins) every user's containers")
+@user_opt
+@json_opt
+def list_(show_all: bool, all_users: bool, user: str | None, as_json: bool) -> None:
+    """List your containers.
+
+    \b
+    Example:
+      container-list --all
+      container-list --json
+    """
+    rows = Client().call("GET", "/v1/containers",
+                         params={"all_users": all_users, "user": user, "running": not show_all})
+    if as_json:
+        return print_json(rows)
+    cols = ["project", "status", "image", "gpus", "created", "name"]
+    if all_users or user:
+        cols.insert(0, "user")
+    table(cols, ([r["user"]] * bool(all_users or user) + [
+        r["project"], r["status"], r["image"], ",".join(r["gpus"]) or "-", ago(r["created_at"]), r["name"]]
+        for r in rows), empty="no containers" + ("" if show_all else " running (--all shows stopped ones)"))
+
+
+@click.command()
+@click.option("--all-users", is_flag=True, help="(admins) every user's containers")
+@user_opt
+@json_opt
+def stats(all_users: bool, user: str | None, as_json: bool) -> None:
+    """CPU %, memory and processes of your running containers.
+
+    \b
+    Example:
+      container-stats
+    """
+    from ds01.units import format_size
+
+    rows = Client().call("GET", "/v1/containers-stats", params={"all_users": all_users, "user": user})
+    if as_json:
+        return print_json(rows)
+    table(["project", "user", "cpu %", "memory", "limit", "pids"],
+          ([r["project"], r["user"], f"{r.get('cpu_percent', 0):.1f}", format_size(r.get("memory_bytes", 0)),
+            format_size(r.get("memory_limit", 0)), r.get("pids", 0)] for r in rows),
+          empty="no running containers")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("project")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@user_opt
+def run(project: str, cmd: tuple[str, ...], user: str | None) -> int:
+    """Start PROJECT's container if needed and open a shell in it, or run CMD.
+
+    The exit code of CMD becomes the exit code of this command.
+
+    \b
+    Example:
+      container-run thesis
+      container-run thesis -- python train.py --epochs 3
+    """
+    from ds01.client.stream import run_exec
+
+    return run_exec(project, list(cmd) or None, start=True, user=user)
+
+
+@click.command()
+@click.argument("project")
+@user_opt
+def attach(project: str, user: str | None) -> int:
+    """Open another shell in PROJECT's running container.
+
+    \b
+    Example:
+      container-attach thesis
+    """
+    from ds01.client.stream import run_exec
+
+    return run_exec(project, None, start=False, user=user)

@@ -1,0 +1,26 @@
+"""Every CLI command, by name, with the module that defines it (imported only when run).
+
+Keeping this table free of imports is what makes ``--help`` instant: listing commands never loads
+Docker, NVML, pydantic or rich.
+"""
+
+from __future__ import annotations
+
+# name -> ("module:attribute", one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    # L2: containers
+    "container-create": ("ds01.cli.commands.containers:create", "Create (not start) the container of a project"),
+    "container-start": ("ds01.cli.commands.containers:start", "Start a project's container"),
+    "container-run": ("ds01.cli.commands.containers:run", "Run a shell or a command in a project's container"),
+    "container-attach": ("ds01.cli.commands.containers:attach", "Open another shell in a running container"),
+    "container-stop": ("ds01.cli.commands.containers:stop", "Stop a project's container"),
+    "container-remove": ("ds01.cli.commands.containers:remove", "Remove a project's container (never the workspace)"),
+    "container-list": ("ds01.cli.commands.containers:list_", "List your containers"),
+    "container-stats": ("ds01.cli.commands.containers:stats", "CPU, memory and pids of your running containers"),
+    # misc
+    "whoami": ("ds01.cli.commands.misc:whoami", "Show who the daemon thinks you are"),
+    "concepts": ("ds01.cli.commands.concepts:concepts", "Containers, workspaces and images, in plain words"),
+}
+
+# Nouns that may be written as a separate word: ``ds01 container create`` == ``ds01 container-create``.
+NOUNS = sorted({name.split("-", 1)[0] for name in COMMANDS if "-" in name})

@@ -1,0 +1,191 @@
+"""The HTTP/JSON API on the Unix socket: thin routes over the services layer.
+
+Routes parse the body into an ``extra="forbid"`` model, take the caller from SO_PEERCRED, call one
+service method in a worker thread, and return JSON. Errors become ``{"error": {code, message,
+hint}}`` with the HTTP status of their class; every refused change is also an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Awaitable, Callable, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ds01 import __version__
+from ds01.daemon.auth import peer_credentials
+from ds01.errors import DS01Error, InvalidInput
+from ds01.models import api
+from ds01.services.containers import ContainerService
+from ds01.services.context import Context
+from ds01.services.identity import Caller, caller_from_uid, target_of
+
+log = logging.getLogger("ds01d")
+M = TypeVar("M", bound=BaseModel)
+
+CALLER = web.AppKey("caller_fn", object)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+def error_response(e: DS01Error) -> web.Response:
+    return json_response({"error": e.to_dict()}, status=e.http_status)
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    if not request.can_read_body:
+        raw = b"{}"
+    else:
+        raw = await request.read()
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError as e:
+        raise InvalidInput(f"the request body is not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInput("invalid request: " + validation_summary(e)) from None
+
+
+def validation_summary(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = "unknown field (not part of the API)" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def caller(request: web.Request) -> Caller:
+    return request["caller"]
+
+
+class Api:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.containers = ContainerService(ctx)
+
+    # -- plumbing --------------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        try:
+            _pid, uid, gid = peer_credentials(request)
+            request["caller"] = await asyncio.to_thread(caller_from_uid, uid, gid, self.ctx.config.admin_group)
+            return await handler(request)
+        except DS01Error as e:
+            self._audit_refusal(request, e)
+            return error_response(e)
+        except web.HTTPRequestEntityTooLarge:
+            e2 = InvalidInput(f"the request body is larger than {self.ctx.config.daemon.max_body} bytes")
+            self._audit_refusal(request, e2)
+            return error_response(e2)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("internal error handling %s %s", request.method, request.path)
+            return error_response(DS01Error("internal error in ds01d", "an admin can find the details in the daemon log"))
+
+    def _audit_refusal(self, request: web.Request, e: DS01Error) -> None:
+        if request.method == "GET":
+            return
+        c = request.get("caller")
+        try:
+            self.ctx.events.emit(f"api.{request.method.lower()}", user=c.name if c else None,
+                                 uid=c.uid if c else None, target=request.path,
+                                 result="denied" if e.http_status < 500 else "error", reason=e.code,
+                                 data={"message": e.message})
+        except Exception:  # auditing must never turn a clean refusal into a crash
+            log.exception("could not record an event")
+
+    def target(self, request: web.Request, user: str | None) -> Caller:
+        return target_of(caller(request), user, self.ctx.config.admin_group)
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    # -- routes ----------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"ok": True, "version": __version__, "instance": self.ctx.instance})
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        return json_response(caller(request).to_dict())
+
+    async def create_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.CreateContainer)
+        who = self.target(request, body.user)
+        out = await self.run(self.containers.create, caller(request), who, body.project, body.image, body.cpu_only)
+        return json_response(out, status=201)
+
+    async def start_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.StartContainer)
+        who = self.target(request, body.user)
+        return json_response(await self.run(self.containers.start, caller(request), who, request.match_info["ref"]))
+
+    async def stop_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.StopContainer)
+        who = self.target(request, body.user)
+        return json_response(
+            await self.run(self.containers.stop, caller(request), who, request.match_info["ref"], body.timeout))
+
+    async def remove_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.RemoveContainer)
+        who = self.target(request, body.user)
+        return json_response(
+            await self.run(self.containers.remove, caller(request), who, request.match_info["ref"], body.force))
+
+    def _list_scope(self, request: web.Request) -> Caller | None:
+        q = request.query
+        unknown = set(q) - {"all_users", "user", "running"}
+        if unknown:
+            raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        c = caller(request)
+        if q.get("all_users"):
+            if not c.is_admin:
+                raise self._admin_only("--all-users")
+            return None
+        return self.target(request, q.get("user"))
+
+    def _admin_only(self, what: str) -> DS01Error:
+        from ds01.errors import PermissionDenied
+
+        return PermissionDenied(f"{what} is for admins only",
+                                f"admins are root and members of '{self.ctx.config.admin_group}'")
+
+    async def list_containers(self, request: web.Request) -> web.Response:
+        scope = self._list_scope(request)
+        running_only = bool(request.query.get("running"))
+        return json_response(await self.run(self.containers.list, scope, not running_only))
+
+    async def container_stats(self, request: web.Request) -> web.Response:
+        scope = self._list_scope(request)
+        return json_response(await self.run(self.containers.stats, scope))
+
+    async def exec_container(self, request: web.Request) -> web.StreamResponse:
+        from ds01.daemon.exec_stream import serve_exec
+
+        return await serve_exec(self, request)
+
+
+def build_app(ctx: Context) -> web.Application:
+    a = Api(ctx)
+    app = web.Application(middlewares=[a.middleware], client_max_size=ctx.config.daemon.max_body)
+    app["api"] = a
+    app.add_routes([
+        web.get("/v1/health", a.health),
+        web.get("/v1/whoami", a.whoami),
+        web.post("/v1/containers", a.create_container),
+        web.get("/v1/containers", a.list_containers),
+        web.get("/v1/containers-stats", a.container_stats),
+        web.post("/v1/containers/{ref}/start", a.start_container),
+        web.post("/v1/containers/{ref}/stop", a.stop_container),
+        web.post("/v1/containers/{ref}/remove", a.remove_container),
+        web.get("/v1/containers/{ref}/exec", a.exec_container),
+    ])
+    return app

@@ -1,0 +1,132 @@
+"""``ds01d``: the root daemon, the only process that talks to Docker.
+
+    ds01d                       run with /etc/ds01/config.yaml (or embedded defaults)
+    ds01d --root DIR            relocate config, socket, state and logs under DIR (tests)
+    ds01d --check-config FILE   validate a config file and exit
+    ds01d --print-default-config
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ds01.errors import ConfigError, DS01Error
+from ds01.paths import Paths
+
+log = logging.getLogger("ds01d")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ds01d", description="DS01 daemon (runs as root; owns Docker).")
+    p.add_argument("--root", default=os.environ.get("DS01_ROOT"),
+                   help="relocate config, socket, state and logs under this directory (env DS01_ROOT)")
+    p.add_argument("--config", help="config file (default: <root>/etc/ds01/config.yaml)")
+    p.add_argument("--socket", help="socket path (default: <root>/run/ds01/ds01.sock)")
+    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit (0 = valid)")
+    p.add_argument("--print-default-config", action="store_true", help="print the embedded defaults as YAML")
+    p.add_argument("--docker-url", default=os.environ.get("DOCKER_HOST"), help="Docker Engine URL")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from ds01.models.config import default_config_yaml, load_config, parse_config
+
+    if args.print_default_config:
+        sys.stdout.write(default_config_yaml())
+        return
+    if args.check_config:
+        try:
+            text = Path(args.check_config).read_text()
+            parse_config(text, args.check_config)
+        except OSError as e:
+            print(f"ds01d: cannot read {args.check_config}: {e.strerror}", file=sys.stderr)
+            sys.exit(2)
+        except ConfigError as e:
+            print(f"ds01d: {e.message}", file=sys.stderr)
+            sys.exit(2)
+        print(f"{args.check_config}: ok")
+        return
+
+    paths = Paths.under(args.root)
+    cfg_path = Path(args.config) if args.config else paths.config
+    try:
+        cfg = load_config(cfg_path)
+    except ConfigError as e:
+        print(f"ds01d: refusing to start: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=cfg.daemon.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s ds01d %(levelname)s %(message)s")
+    if os.geteuid() != 0:
+        log.warning("ds01d is not running as root: it cannot act as other users")
+    socket_path = Path(args.socket) if args.socket else paths.socket
+    try:
+        asyncio.run(serve(cfg, paths, socket_path, args.docker_url, cfg_path))
+    except DS01Error as e:
+        print(f"ds01d: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cfg_path: Path) -> None:
+    from aiohttp import web
+
+    from ds01.daemon.app import build_app
+    from ds01.daemon.events import EventLog
+    from ds01.errors import RuntimeFailure
+    from ds01.runtime.docker import DockerBackend
+    from ds01.services.containers import ContainerService
+    from ds01.services.context import Context
+    from ds01.state.db import Store
+
+    loop = asyncio.get_running_loop()
+    # Every Docker call runs in a worker thread; allow many at once (concurrent creates).
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=48, thread_name_prefix="ds01d-worker"))
+    for d in (paths.state_dir, paths.log_dir):
+        d.mkdir(parents=True, exist_ok=True, mode=0o750)
+    store = Store(paths.state_db)
+    events = EventLog(paths.events, store, cfg.daemon.events_max_bytes)
+    try:
+        runtime = await asyncio.to_thread(DockerBackend, docker_url)
+        await asyncio.to_thread(runtime.client.ping)
+    except Exception as e:  # fail closed: without the engine nothing can be served correctly
+        raise RuntimeFailure(f"cannot reach the Docker Engine: {e}", "start dockerd, then start ds01d again")
+    ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance)
+    summary = await asyncio.to_thread(ContainerService(ctx).reconcile)
+    events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
+
+    app = build_app(ctx)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(socket_path.parent, 0o755)
+    if socket_path.exists() or socket_path.is_symlink():
+        socket_path.unlink()
+    site = web.UnixSite(runner, str(socket_path))
+    await site.start()
+    os.chmod(socket_path, cfg.daemon.socket_mode)
+    log.info("listening on %s (instance %s; %s)", socket_path, ctx.instance,
+             ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    events.emit("daemon.stop", target=str(socket_path))
+    await runner.cleanup()
+    store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

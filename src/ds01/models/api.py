@@ -1,0 +1,44 @@
+"""Request bodies of the API. ``extra="forbid"``: a field the API does not know (``privileged``,
+``volumes``, ``labels``, ``cap_add`` …) is an error, so such options are not even expressible."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserScoped(Body):
+    user: str | None = Field(None, max_length=64, description="admins only: act on this user's containers")
+
+
+class CreateContainer(UserScoped):
+    project: str = Field(max_length=200)
+    image: str | None = Field(None, min_length=1, max_length=300)
+    cpu_only: bool = False
+
+
+class StartContainer(UserScoped):
+    pass
+
+
+class StopContainer(UserScoped):
+    timeout: float | None = Field(None, ge=0, le=3600)
+
+
+class RemoveContainer(UserScoped):
+    force: bool = False
+
+
+class ExecRequest(Body):
+    """First (text) message on the exec WebSocket."""
+
+    cmd: list[str] | None = Field(None, max_length=4096)
+    tty: bool = False
+    rows: int = Field(24, ge=1, le=1000)
+    cols: int = Field(80, ge=1, le=1000)
+    term: str = Field("xterm", max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
+    user: str | None = Field(None, max_length=64)
+    start: bool = False

@@ -1,0 +1,243 @@
+"""The daemon's configuration (``/etc/ds01/config.yaml``), validated at start.
+
+Every model forbids unknown keys, so a misspelt key stops the daemon with its name and line
+instead of being silently ignored. No file means the embedded defaults below, which are the
+documented defaults (``ds01d --print-default-config`` prints them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from ds01.errors import ConfigError
+from ds01.units import parse_duration, parse_size
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(Strict):
+    """Per-user resource limits. Any key left out falls through to the next level
+    (user override > group > defaults)."""
+
+    max_gpus: float | None = Field(None, ge=0, description="GPU-equivalents held at once")
+    max_gpus_per_container: float | None = Field(None, ge=0)
+    allow_full_gpu: bool | None = None
+    allow_mig: bool | None = None
+    cpus: float | None = Field(None, gt=0, le=4096)
+    memory: Size | None = Field(None, gt=4 * 1024**2)
+    shm_size: Size | None = Field(None, gt=0)
+    pids: int | None = Field(None, ge=16, le=4_194_304)
+    max_containers: int | None = Field(None, ge=0)
+    max_runtime: Duration | None = Field(None, ge=0)
+    idle_timeout: Duration | None = Field(None, ge=0)
+    gpu_hold_after_stop: Duration | None = Field(None, ge=0)
+    priority_weight: float | None = Field(None, gt=0)
+
+
+DEFAULT_LIMITS = Limits(
+    max_gpus=1.0,
+    max_gpus_per_container=1.0,
+    allow_full_gpu=True,
+    allow_mig=True,
+    cpus=4,
+    memory=16 * 1024**3,
+    shm_size=2 * 1024**3,
+    pids=4096,
+    max_containers=3,
+    max_runtime=48 * 3600,
+    idle_timeout=2 * 3600,
+    gpu_hold_after_stop=15 * 60,
+    priority_weight=1.0,
+)
+
+
+class GroupLimits(Strict):
+    """A limits group: Unix group membership (``unix_group``) and/or an explicit member list.
+    Groups are matched in configured order; the first match wins."""
+
+    name: str = Field(min_length=1)
+    unix_group: str | None = None
+    members: list[str] = []
+    limits: Limits = Limits()
+
+
+class MigInstance(Strict):
+    profile: str = Field(pattern=r"^\d+g\.\d+gb(\+me)?$")
+
+
+class SimulatedGpu(Strict):
+    name: str = "NVIDIA A100-SXM4-40GB"
+    memory: Size = 40 * 1024**3
+    mig: list[str] | None = None  # MIG profiles this card is split into, e.g. ["3g.20gb", "4g.20gb"]
+
+
+class SimulatedInventory(Strict):
+    driver_version: str = "550.54.15"
+    cuda_version: str = "12.4"
+    gpus: list[SimulatedGpu] = Field(
+        default_factory=lambda: [
+            SimulatedGpu(),
+            SimulatedGpu(),
+            SimulatedGpu(),
+            SimulatedGpu(mig=["3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb"]),
+        ]
+    )
+
+
+class GpuConfig(Strict):
+    inventory: Literal["auto", "nvml", "simulated", "none"] = "auto"
+    binding: Literal["runtime", "device-requests", "cdi"] = "runtime"
+    runtime_name: str = "nvidia"
+    simulated: SimulatedInventory = SimulatedInventory()
+
+
+class ImagesConfig(Strict):
+    default: str = "ds01/base:latest"
+    # Image references must start with one of these prefixes (fail closed: empty = nothing allowed).
+    allowed: list[str] = [
+        "ds01/",
+        "ds01-test/",
+        "pytorch/pytorch",
+        "nvcr.io/nvidia/",
+        "tensorflow/tensorflow",
+        "aimehub/",
+        "python:",
+        "debian:",
+        "ubuntu:",
+    ]
+
+
+class BuildConfig(Strict):
+    ca_bundle: str | None = "/etc/ssl/certs/ca-certificates.crt"
+    pip_index_url: str | None = None
+    pip_extra_index_url: str | None = None
+    http_proxy: str | None = None
+    max_context: Size = 512 * 1024**2
+    timeout: Duration = 3600
+    max_concurrent_per_user: int = Field(1, ge=1, le=16)
+
+
+class DataMount(Strict):
+    source: str
+    target: str = Field(pattern=r"^/[A-Za-z0-9_./-]+$")
+
+
+class ContainersConfig(Strict):
+    # Template for a user's workspace base; {home} and {user} are filled in.
+    workspace_base: str = "{home}/workspace"
+    data_mounts: list[DataMount] = []
+    stop_timeout: Duration = Field(10, ge=0, le=3600)
+    name_prefix: str = Field("ds01", pattern=r"^[a-z][a-z0-9-]{0,15}$")
+
+
+class DaemonConfig(Strict):
+    # Containers carry ds01.instance=<this>; a daemon only manages (and adopts) its own instance's.
+    instance: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+    socket_mode: int = Field(0o666, ge=0, le=0o777)
+    max_body: Size = 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tick_interval: Duration = Field(60, gt=0)
+    events_max_bytes: Size = 50 * 1024**2
+
+
+class Config(Strict):
+    admin_group: str = "ds01-admin"
+    daemon: DaemonConfig = DaemonConfig()
+    containers: ContainersConfig = ContainersConfig()
+    images: ImagesConfig = ImagesConfig()
+    build: BuildConfig = BuildConfig()
+    gpu: GpuConfig = GpuConfig()
+    defaults: Limits = DEFAULT_LIMITS
+    groups: list[GroupLimits] = []
+    users: dict[str, Limits] = {}
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Config":
+        names = [g.name for g in self.groups]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"group names must be unique; repeated: {', '.join(sorted(dupes))}")
+        missing = [k for k, v in DEFAULT_LIMITS.model_dump().items() if getattr(self.defaults, k) is None]
+        if missing:
+            raise ValueError(f"defaults must set every limit; missing: {', '.join(missing)}")
+        return self
+
+
+def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """Walk a PyYAML node tree along a pydantic error location to find the source line."""
+    import yaml
+
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    line = k.start_mark.line + 1
+                    node = v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text; raise ConfigError naming each bad key and its line."""
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) if node is not None else {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}", "fix the syntax and run 'ds01d --check-config FILE'")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            where = f"{source}:{line}" if line else source
+            msg = "unknown key (misspelt?)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {key}: {msg}")
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(problems),
+            "fix the keys named above; 'ds01d --print-default-config' shows every valid key",
+        )
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Load the config file; a missing file gives the embedded defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.exists():
+        return Config()
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror}")
+    return parse_config(text, str(p))
+
+
+def default_config_yaml() -> str:
+    import yaml
+
+    return yaml.safe_dump(Config().model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,115 @@
+"""Pure decisions about containers: what a container gets, and whom a reference names.
+
+Everything security-relevant about a container is decided here from (caller, project, limits,
+devices, config) — never from request fields — so it can be tested without Docker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from ds01.errors import NotFound
+from ds01.models.config import Config
+from ds01.names import container_name
+from ds01.runtime.base import Account, ContainerSpec, Mount
+
+LABEL = "ds01"
+
+
+class Who(Protocol):
+    uid: int
+    gid: int
+    name: str
+    group: str
+
+
+class LimitsLike(Protocol):
+    cpus: float
+    memory: int
+    shm_size: int
+    pids: int
+
+
+def gpu_env(device_ids: Iterable[str]) -> dict[str, str]:
+    """Always explicit: ``void`` when CPU-only, so an image's ``ENV NVIDIA_VISIBLE_DEVICES=all``
+    or a ``default-runtime: nvidia`` engine can never leak GPUs."""
+    ids = ",".join(device_ids)
+    return {"NVIDIA_VISIBLE_DEVICES": ids or "void", "CUDA_VISIBLE_DEVICES": ids}
+
+
+def user_env(who: Who, device_ids: Iterable[str] = ()) -> dict[str, str]:
+    home = f"/home/{who.name}"
+    return {
+        "HOME": home,
+        "USER": who.name,
+        "LOGNAME": who.name,
+        "DS01_PROJECT_DIR": "/workspace",
+        **gpu_env(device_ids),
+    }
+
+
+def labels(cfg: Config, who: Who, project: str, image: str, device_ids: Iterable[str], now: float,
+           instance: str) -> dict[str, str]:
+    return {
+        f"{LABEL}.managed": "true",
+        f"{LABEL}.instance": instance,
+        f"{LABEL}.user": who.name,
+        f"{LABEL}.uid": str(who.uid),
+        f"{LABEL}.project": project,
+        f"{LABEL}.image": image,
+        f"{LABEL}.gpus": ",".join(device_ids),
+        f"{LABEL}.created_at": f"{now:.3f}",
+    }
+
+
+def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLike, workspace: str,
+               now: float, instance: str, device_ids: tuple[str, ...] = (),
+               ports: tuple[tuple[int, str, int], ...] = (), command: tuple[str, ...] | None = None,
+               host_cpus: int | None = None) -> ContainerSpec:
+    mounts = [Mount(workspace, "/workspace")]
+    mounts += [Mount(m.source, m.target, read_only=True) for m in cfg.containers.data_mounts]
+    binding = cfg.gpu.binding
+    # The runtime binding hands devices over via NVIDIA_VISIBLE_DEVICES; selecting the nvidia
+    # runtime even for CPU-only containers keeps one code path (it honours "void").
+    runtime = cfg.gpu.runtime_name if binding == "runtime" else None
+    return ContainerSpec(
+        name=container_name(cfg.containers.name_prefix, who.uid, project),
+        image=image,
+        labels=labels(cfg, who, project, image, device_ids, now, instance),
+        account=Account(name=who.name, uid=who.uid, gid=who.gid, group=who.group, home=f"/home/{who.name}"),
+        env=user_env(who, device_ids),
+        mounts=tuple(mounts),
+        # A limit above the host's CPU count means "no CPU limit"; Docker refuses such values.
+        cpus=float(min(limits.cpus, host_cpus)) if host_cpus else float(limits.cpus),
+        memory=int(limits.memory),
+        shm_size=int(limits.shm_size),
+        pids=int(limits.pids),
+        runtime=runtime,
+        gpu_device_ids=tuple(device_ids),
+        gpu_binding=binding,
+        ports=ports,
+        hostname=project.replace("_", "-").replace(".", "-")[:63],
+        command=command,
+    )
+
+
+class RecordLike(Protocol):
+    project: str
+    docker_name: str
+    docker_id: str | None
+
+
+def resolve_ref(ref: str, records: Iterable[RecordLike]):
+    """Find the caller's container named by ``ref``: a project, the Docker name, or an id prefix
+    (≥ 6 hex chars). Only the caller's own records are searched, so another user's container is
+    indistinguishable from one that does not exist."""
+    recs = list(records)
+    for r in recs:
+        if r.project == ref or r.docker_name == ref:
+            return r
+    if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref):
+        hits = [r for r in recs if r.docker_id and r.docker_id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+    raise NotFound(f"you have no container {ref!r}", "'container-list' shows your containers")

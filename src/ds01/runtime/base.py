@@ -1,0 +1,151 @@
+"""The one narrow interface between DS01 and a container engine (Docker now, Kubernetes later).
+
+Like JupyterHub's Spawner, a backend only knows lifecycle verbs on one container at a time; policy,
+ownership, timeouts, metrics and state commits live in the services layer above it.
+
+State contract
+--------------
+* A container is identified by the engine id (or the unique name) returned by :meth:`create`.
+* "Not found" means the engine has no such container any more (e.g. removed behind DS01's back).
+  :meth:`inspect` returns ``None`` for it; :meth:`start` and :meth:`stop` raise
+  :class:`ContainerGone`; :meth:`remove` treats it as success.
+* :meth:`stop` and :meth:`remove` are idempotent: stopping a stopped container and removing a
+  removed one succeed without doing anything.
+* :meth:`start` of a running container is a no-op.
+* Every method raises :class:`ds01.errors.RuntimeFailure` for engine failures the caller cannot fix
+  by changing its input, with the engine's message.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ds01.errors import NotFound
+
+
+class ContainerGone(NotFound):
+    """The engine has no container with this id (any more)."""
+
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Account:
+    """The passwd/group entry injected into the container so ``whoami`` and ``$HOME`` work."""
+
+    name: str
+    uid: int
+    gid: int
+    group: str
+    home: str
+    shell: str = "/bin/sh"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the daemon decided about a container. Nothing here comes from the user verbatim
+    except the image reference (checked against policy) and the command."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    account: Account
+    env: dict[str, str]
+    mounts: tuple[Mount, ...]
+    cpus: float
+    memory: int
+    shm_size: int
+    pids: int
+    workdir: str = "/workspace"
+    command: tuple[str, ...] | None = None
+    runtime: str | None = None
+    gpu_device_ids: tuple[str, ...] = ()
+    gpu_binding: str = "runtime"
+    ports: tuple[tuple[int, str, int], ...] = ()  # (container port, host ip, host port)
+    hostname: str | None = None
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    name: str
+    status: str  # created | running | paused | restarting | exited | dead | removing
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExecHandle:
+    """An exec session's raw stream. ``sock`` is a connected socket carrying the process's
+    terminal (tty) or Docker's multiplexed stdout/stderr frames (no tty)."""
+
+    id: str
+    sock: object
+    tty: bool
+
+
+class RuntimeBackend(abc.ABC):
+    @abc.abstractmethod
+    def create(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create (do not start) a container from ``spec``. Raises Conflict if the name is taken."""
+
+    @abc.abstractmethod
+    def start(self, container_id: str) -> None:
+        """Start; no-op if running; ContainerGone if it does not exist."""
+
+    @abc.abstractmethod
+    def stop(self, container_id: str, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` s; no-op if not running; ContainerGone if missing."""
+
+    @abc.abstractmethod
+    def remove(self, container_id: str, force: bool = False) -> bool:
+        """Remove; True if removed now, False if it did not exist. A running container needs ``force``."""
+
+    @abc.abstractmethod
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        """Current state, or None when the engine has no such container."""
+
+    @abc.abstractmethod
+    def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """All containers (any state) carrying every one of ``labels``."""
+
+    @abc.abstractmethod
+    def stats(self, container_id: str) -> dict:
+        """One sample: ``cpu_percent``, ``memory_bytes``, ``memory_limit``, ``pids``."""
+
+    @abc.abstractmethod
+    def exec_start(self, container_id: str, cmd: list[str], *, user: str, env: dict[str, str],
+                   workdir: str, tty: bool) -> ExecHandle:
+        """Start a process in a running container and return its attached stream."""
+
+    @abc.abstractmethod
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        """Resize an exec's terminal."""
+
+    @abc.abstractmethod
+    def exec_exit_code(self, exec_id: str) -> int | None:
+        """Exit code of a finished exec, None while it runs."""
+
+    @abc.abstractmethod
+    def image_exists(self, ref: str) -> bool:
+        """Whether the engine has this image locally."""
+
+    def logs(self, container_id: str, tail: int = 50) -> str:  # pragma: no cover - optional
+        return ""
+
+    def events(self) -> Iterator[dict]:  # pragma: no cover - optional
+        return iter(())

@@ -1,0 +1,272 @@
+"""Docker Engine backend (docker SDK). The only module that imports ``docker``."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from typing import Any
+
+from ds01.errors import Conflict, RuntimeFailure
+from ds01.runtime.accounts import merge_account
+from ds01.runtime.base import ContainerGone, ContainerInfo, ContainerSpec, ExecHandle, RuntimeBackend
+
+
+def _nano_cpus(cpus: float) -> int:
+    return int(cpus * 1e9)
+
+
+class DockerBackend(RuntimeBackend):
+    def __init__(self, base_url: str | None = None, timeout: int = 120):
+        import docker
+        from docker import errors as derr
+
+        self._docker = docker
+        self._err = derr
+        kwargs: dict[str, Any] = {"timeout": timeout, "max_pool_size": 32}
+        self.client = docker.DockerClient(base_url=base_url, **kwargs) if base_url else docker.from_env(**kwargs)
+        self.api = self.client.api
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _fail(self, what: str, e: Exception) -> RuntimeFailure:
+        explanation = getattr(e, "explanation", None) or str(e)
+        return RuntimeFailure(f"{what}: {explanation}", "if this persists, ask an admin to check the Docker engine")
+
+    def _info(self, attrs: dict) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        cfg = attrs.get("Config") or {}
+        env = dict(e.split("=", 1) for e in (cfg.get("Env") or []) if "=" in e)
+        return ContainerInfo(
+            id=attrs["Id"],
+            name=attrs.get("Name", "").lstrip("/"),
+            status=state.get("Status", "unknown"),
+            image=cfg.get("Image", ""),
+            labels=cfg.get("Labels") or {},
+            created=attrs.get("Created"),
+            started_at=state.get("StartedAt"),
+            finished_at=state.get("FinishedAt"),
+            exit_code=state.get("ExitCode"),
+            env=env,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> ContainerInfo:
+        types = self._docker.types
+        host_kwargs: dict[str, Any] = dict(
+            binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+            nano_cpus=_nano_cpus(spec.cpus),
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,  # no swap beyond the memory limit
+            shm_size=spec.shm_size,
+            pids_limit=spec.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            init=True,  # reap zombies; PID 1 forwards SIGTERM so stop is graceful
+            runtime=spec.runtime,
+            port_bindings={p: (ip, hp) for p, ip, hp in spec.ports} or None,
+        )
+        if spec.gpu_binding == "device-requests" and spec.gpu_device_ids:
+            host_kwargs["device_requests"] = [
+                types.DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]])
+            ]
+        try:
+            host_config = self.api.create_host_config(**host_kwargs)
+            cmd = list(spec.command) if spec.command else ["sleep", "infinity"]
+            res = self.api.create_container(
+                image=spec.image,
+                command=cmd,
+                name=spec.name,
+                user=f"{spec.account.uid}:{spec.account.gid}",
+                environment=spec.env,
+                working_dir=spec.workdir,
+                labels=spec.labels,
+                host_config=host_config,
+                hostname=spec.hostname,
+                ports=[p for p, _, _ in spec.ports] or None,
+                detach=True,
+            )
+        except self._err.ImageNotFound:
+            raise RuntimeFailure(
+                f"image {spec.image!r} is not on this host",
+                "build it with 'image-create <project>' or pick one from 'image-list'",
+            ) from None
+        except self._err.APIError as e:
+            if e.status_code == 409:
+                raise Conflict(f"a container named {spec.name} already exists") from None
+            raise self._fail("creating the container failed", e) from None
+        cid = res["Id"]
+        try:
+            self._install_account(cid, spec)
+        except Exception:
+            self.remove(cid, force=True)
+            raise
+        info = self.inspect(cid)
+        if info is None:  # pragma: no cover - removed between create and inspect
+            raise ContainerGone(f"container {spec.name} vanished right after creation")
+        return info
+
+    def _install_account(self, cid: str, spec: ContainerSpec) -> None:
+        """Merge the caller into the image's /etc/passwd and /etc/group and create a writable
+        HOME, in the container's own layer (the image is untouched)."""
+        acct = spec.account
+        passwd = self._read_file(cid, "/etc/passwd")
+        group = self._read_file(cid, "/etc/group")
+        pw, gr = merge_account(passwd, group, acct)
+        buf = io.BytesIO()
+        now = time.time()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path, text in (("etc/passwd", pw), ("etc/group", gr)):
+                data = text.encode()
+                ti = tarfile.TarInfo(path)
+                ti.size, ti.mode, ti.mtime = len(data), 0o644, now
+                tar.addfile(ti, io.BytesIO(data))
+            parts = acct.home.strip("/").split("/")
+            for i in range(1, len(parts) + 1):
+                ti = tarfile.TarInfo("/".join(parts[:i]))
+                ti.type, ti.mtime = tarfile.DIRTYPE, now
+                if i == len(parts):
+                    ti.mode, ti.uid, ti.gid = 0o700, acct.uid, acct.gid
+                else:
+                    ti.mode = 0o755
+                tar.addfile(ti)
+        try:
+            self.api.put_archive(cid, "/", buf.getvalue())
+        except self._err.APIError as e:
+            raise self._fail("preparing the container's user account failed", e) from None
+
+    def _read_file(self, cid: str, path: str) -> str | None:
+        try:
+            stream, _ = self.api.get_archive(cid, path)
+        except self._err.NotFound:
+            return None
+        except self._err.APIError as e:
+            raise self._fail(f"reading {path} from the image failed", e) from None
+        raw = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    return f.read().decode("utf-8", "replace") if f else None
+        return None
+
+    def start(self, container_id: str) -> None:
+        try:
+            self.api.start(container_id)
+        except self._err.NotFound:
+            raise ContainerGone(f"container {container_id[:12]} no longer exists") from None
+        except self._err.APIError as e:
+            raise self._fail("starting the container failed", e) from None
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        try:
+            self.api.stop(container_id, timeout=int(round(timeout)))
+        except self._err.NotFound:
+            raise ContainerGone(f"container {container_id[:12]} no longer exists") from None
+        except self._err.APIError as e:
+            raise self._fail("stopping the container failed", e) from None
+
+    def remove(self, container_id: str, force: bool = False) -> bool:
+        try:
+            self.api.remove_container(container_id, force=force, v=True)
+            return True
+        except self._err.NotFound:
+            return False
+        except self._err.APIError as e:
+            if e.status_code == 409 and "removal" in str(e).lower() and "in progress" in str(e).lower():
+                return True
+            if e.status_code == 409:
+                raise Conflict("the container is running", "stop it first or use --force") from None
+            raise self._fail("removing the container failed", e) from None
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        try:
+            return self._info(self.api.inspect_container(container_id))
+        except self._err.NotFound:
+            return None
+        except self._err.APIError as e:
+            raise self._fail("inspecting the container failed", e) from None
+
+    def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        try:
+            rows = self.api.containers(all=True, filters=filters)
+        except self._err.APIError as e:
+            raise self._fail("listing containers failed", e) from None
+        return [
+            ContainerInfo(
+                id=r["Id"],
+                name=(r.get("Names") or ["/"])[0].lstrip("/"),
+                status=r.get("State", "unknown"),
+                image=r.get("Image", ""),
+                labels=r.get("Labels") or {},
+                created=str(r.get("Created")),
+            )
+            for r in rows
+        ]
+
+    def stats(self, container_id: str) -> dict:
+        try:
+            s = self.api.stats(container_id, stream=False)
+        except self._err.NotFound:
+            raise ContainerGone(f"container {container_id[:12]} no longer exists") from None
+        except self._err.APIError as e:
+            raise self._fail("reading container stats failed", e) from None
+        cpu, pre = s.get("cpu_stats") or {}, s.get("precpu_stats") or {}
+        cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0))
+        sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        ncpu = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
+        pct = (cpu_delta / sys_delta) * ncpu * 100.0 if sys_delta > 0 and cpu_delta >= 0 else 0.0
+        mem = s.get("memory_stats") or {}
+        cache = (mem.get("stats") or {}).get("cache", 0) or (mem.get("stats") or {}).get("inactive_file", 0)
+        return {
+            "cpu_percent": round(pct, 2),
+            "memory_bytes": max(0, int(mem.get("usage", 0)) - int(cache)),
+            "memory_limit": int(mem.get("limit", 0)),
+            "pids": int((s.get("pids_stats") or {}).get("current", 0)),
+        }
+
+    # -- exec ------------------------------------------------------------------------------
+    def exec_start(self, container_id: str, cmd: list[str], *, user: str, env: dict[str, str],
+                   workdir: str, tty: bool) -> ExecHandle:
+        try:
+            ex = self.api.exec_create(container_id, cmd, stdout=True, stderr=True, stdin=True, tty=tty,
+                                      environment=env, workdir=workdir, user=user)
+            sock = self.api.exec_start(ex["Id"], tty=tty, socket=True)
+        except self._err.NotFound:
+            raise ContainerGone(f"container {container_id[:12]} no longer exists") from None
+        except self._err.APIError as e:
+            if e.status_code == 409:
+                raise Conflict("the container is not running", "start it with 'container-start'") from None
+            raise self._fail("starting the command failed", e) from None
+        raw = getattr(sock, "_sock", sock)
+        return ExecHandle(id=ex["Id"], sock=raw, tty=tty)
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        try:
+            self.api.exec_resize(exec_id, height=rows, width=cols)
+        except self._err.APIError:
+            pass  # the process may have just exited; a lost resize is harmless
+
+    def exec_exit_code(self, exec_id: str) -> int | None:
+        try:
+            info = self.api.exec_inspect(exec_id)
+        except self._err.APIError:
+            return None
+        return None if info.get("Running") else info.get("ExitCode")
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self.api.inspect_image(ref)
+            return True
+        except self._err.ImageNotFound:
+            return False
+        except self._err.APIError as e:
+            raise self._fail("checking the image failed", e) from None
+
+    def logs(self, container_id: str, tail: int = 50) -> str:
+        try:
+            return self.api.logs(container_id, tail=tail).decode("utf-8", "replace")
+        except self._err.APIError:
+            return ""

@@ -1,0 +1,22 @@
+"""What every service needs: config, state, runtime, events, clock. Built once by the daemon."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ds01.daemon.events import EventLog
+from ds01.models.config import Config
+from ds01.runtime.base import RuntimeBackend
+from ds01.state.db import Store
+
+
+@dataclass
+class Context:
+    config: Config
+    store: Store
+    runtime: RuntimeBackend
+    events: EventLog
+    instance: str = "default"
+    clock: Callable[[], float] = field(default=time.time)

@@ -1,0 +1,188 @@
+"""SQLite state (WAL): the truth for ownership records, allocations, queue and history.
+
+Docker is the truth for what exists; on start the daemon reconciles the two (services/reconcile).
+One connection shared by the daemon's worker threads behind a lock; ``transaction()`` is
+``BEGIN IMMEDIATE`` so read-check-write sequences (allocation) are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid         INTEGER NOT NULL,
+    user        TEXT NOT NULL,
+    project     TEXT NOT NULL,
+    docker_id   TEXT,
+    docker_name TEXT NOT NULL,
+    image       TEXT NOT NULL,
+    status      TEXT NOT NULL,          -- created | running | exited | removed | gone
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    stopped_at  REAL,
+    ended_at    REAL,                   -- removed or found gone
+    limits      TEXT NOT NULL DEFAULT '{}',
+    gpus        TEXT NOT NULL DEFAULT '[]',
+    workspace   TEXT NOT NULL DEFAULT ''
+);
+-- one live container per (user, project)
+CREATE UNIQUE INDEX IF NOT EXISTS containers_live ON containers(uid, project)
+    WHERE status NOT IN ('removed', 'gone');
+CREATE INDEX IF NOT EXISTS containers_docker ON containers(docker_id);
+
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time    REAL NOT NULL,
+    uid     INTEGER,
+    user    TEXT,
+    action  TEXT NOT NULL,
+    target  TEXT,
+    result  TEXT NOT NULL,
+    reason  TEXT,
+    data    TEXT
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+"""
+
+LIVE = ("created", "running", "exited")
+
+
+@dataclass
+class ContainerRecord:
+    id: int
+    uid: int
+    user: str
+    project: str
+    docker_id: str | None
+    docker_name: str
+    image: str
+    status: str
+    created_at: float
+    started_at: float | None = None
+    stopped_at: float | None = None
+    ended_at: float | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    gpus: list[str] = field(default_factory=list)
+    workspace: str = ""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "ContainerRecord":
+        d = dict(row)
+        d["limits"] = json.loads(d["limits"] or "{}")
+        d["gpus"] = json.loads(d["gpus"] or "[]")
+        return cls(**d)
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def execute(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            return cur.lastrowid or cur.rowcount
+
+    # -- containers ------------------------------------------------------------------------
+    def live_container(self, uid: int, project: str) -> ContainerRecord | None:
+        rows = self.query(
+            "SELECT * FROM containers WHERE uid=? AND project=? AND status IN (?,?,?)", (uid, project, *LIVE)
+        )
+        return ContainerRecord.from_row(rows[0]) if rows else None
+
+    def live_containers(self, uid: int | None = None) -> list[ContainerRecord]:
+        if uid is None:
+            rows = self.query("SELECT * FROM containers WHERE status IN (?,?,?) ORDER BY id", LIVE)
+        else:
+            rows = self.query("SELECT * FROM containers WHERE uid=? AND status IN (?,?,?) ORDER BY id", (uid, *LIVE))
+        return [ContainerRecord.from_row(r) for r in rows]
+
+    def container_by_docker_id(self, docker_id: str) -> ContainerRecord | None:
+        rows = self.query("SELECT * FROM containers WHERE docker_id=? ORDER BY id DESC LIMIT 1", (docker_id,))
+        return ContainerRecord.from_row(rows[0]) if rows else None
+
+    def insert_container(self, conn: sqlite3.Connection | None = None, **fields: Any) -> int:
+        fields = dict(fields)
+        for k in ("limits", "gpus"):
+            if k in fields and not isinstance(fields[k], str):
+                fields[k] = json.dumps(fields[k])
+        cols = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        sql = f"INSERT INTO containers ({cols}) VALUES ({marks})"
+        if conn is not None:
+            return conn.execute(sql, tuple(fields.values())).lastrowid
+        return self.execute(sql, tuple(fields.values()))
+
+    def update_container(self, rec_id: int, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
+        fields = dict(fields)
+        for k in ("limits", "gpus"):
+            if k in fields and not isinstance(fields[k], str):
+                fields[k] = json.dumps(fields[k])
+        sets = ", ".join(f"{k}=?" for k in fields)
+        sql = f"UPDATE containers SET {sets} WHERE id=?"
+        args = (*fields.values(), rec_id)
+        if conn is not None:
+            conn.execute(sql, args)
+        else:
+            self.execute(sql, args)
+
+    # -- events ----------------------------------------------------------------------------
+    def add_event(self, ev: dict[str, Any]) -> None:
+        self.execute(
+            "INSERT INTO events (time, uid, user, action, target, result, reason, data) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                ev.get("time", time.time()),
+                ev.get("uid"),
+                ev.get("user"),
+                ev["action"],
+                ev.get("target"),
+                ev.get("result", "ok"),
+                ev.get("reason"),
+                json.dumps(ev.get("data")) if ev.get("data") is not None else None,
+            ),
+        )
+
+    def events(self, since: float = 0, uid: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if uid is None:
+            rows = self.query("SELECT * FROM events WHERE time>=? ORDER BY id DESC LIMIT ?", (since, limit))
+        else:
+            rows = self.query(
+                "SELECT * FROM events WHERE time>=? AND uid=? ORDER BY id DESC LIMIT ?", (since, uid, limit)
+            )
+        return [dict(r) for r in rows]

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+
+import docker
+import pytest
+
+from .harness import USERS, Daemon, ensure_busybox_image, ensure_users, new_daemon
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (they create users and run ds01d); run them via .ci/run")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # no silent skip: CI must have an engine
+        pytest.fail(f"no Docker Engine reachable ({e}); .ci/run starts one")
+    ensure_users()
+    ensure_busybox_image(client)
+    return client
+
+
+@pytest.fixture(scope="session")
+def daemon(docker_client) -> Daemon:
+    d = new_daemon()
+    d.start()
+    yield d
+    d.stop()
+    for c in d.containers(docker_client):
+        c.remove(force=True)
+    shutil.rmtree(d.root, ignore_errors=True)
+
+
+@pytest.fixture
+def projects(docker_client, daemon):
+    """Collects project names a test used; removes their workspaces afterwards."""
+    used: list[tuple[str, str]] = []
+    yield used
+    for user, project in used:
+        home = pwd.getpwnam(USERS[user]).pw_dir
+        shutil.rmtree(os.path.join(home, "workspace", project), ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed and "daemon" in item.fixturenames:
+        d: Daemon = item.funcargs["daemon"]
+        client = item.funcargs.get("docker_client")
+        text = [f"--- ds01d log tail ---\n{d.log_tail()}"]
+        if client is not None:
+            for c in d.containers(client):
+                try:
+                    logs = c.logs(tail=20).decode(errors="replace")
+                except Exception as e:
+                    logs = f"(no logs: {e})"
+                text.append(f"--- container {c.name} ({c.status}) ---\n{logs}")
+        rep.sections.append(("ds01 diagnostics", "\n".join(text)))

@@ -17,6 +17,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container-remove": ("ds01.cli.commands.containers:remove", "Remove a project's container (never the workspace)"),
     "container-list": ("ds01.cli.commands.containers:list_", "List your containers"),
     "container-stats": ("ds01.cli.commands.containers:stats", "CPU, memory and pids of your running containers"),
+    # L2: project helpers (run in the CLI as the user; no daemon)
+    "dir-create": ("ds01.cli.commands.projects:dir_create", "Create a project's folders in ~/workspace (never overwrites)"),
+    "git-init": ("ds01.cli.commands.projects:git_init", "Make a project a git repository with a first commit"),
+    "readme-create": ("ds01.cli.commands.projects:readme_create", "Write a project's README: layout and how to launch it"),
+    # L2: images (built by the daemon; the Dockerfile is written as the user)
+    "image-create": ("ds01.cli.commands.images:create", "Write a project's Dockerfile and build its image"),
+    "image-update": ("ds01.cli.commands.images:update", "Add/remove packages of a project's image and rebuild it"),
+    "image-list": ("ds01.cli.commands.images:list_", "List your images, or the catalog of framework images"),
+    "image-delete": ("ds01.cli.commands.images:delete", "Delete a project's image (never the workspace)"),
+    # admin
+    "admin": ("ds01.cli.commands.admin:admin", "Admin tasks (e.g. 'ds01 admin base-image bootstrap')"),
     # misc
     "whoami": ("ds01.cli.commands.misc:whoami", "Show who the daemon thinks you are"),
     "concepts": ("ds01.cli.commands.concepts:concepts", "Containers, workspaces and images, in plain words"),

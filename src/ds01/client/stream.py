@@ -15,6 +15,14 @@ from ds01.errors import DaemonUnavailable, from_dict
 from ds01.client.http import q
 
 
+def _term_size() -> os.terminal_size:
+    """The real terminal's size (COLUMNS/LINES from the environment may be stale)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return shutil.get_terminal_size()
+
+
 def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | None = None) -> int:
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import unix_connect
@@ -22,7 +30,7 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
     from ds01.paths import client_socket_path
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    size = shutil.get_terminal_size()
+    size = _term_size()
     path = str(client_socket_path())
     try:
         ws = unix_connect(path, uri=f"ws://localhost/v1/containers/{q(project)}/exec", max_size=2**22,
@@ -57,7 +65,7 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
                 r, _, _ = select.select([fd, wake_r], [], [], 0.5)
                 if wake_r in r:
                     os.read(wake_r, 64)
-                    s = shutil.get_terminal_size()
+                    s = _term_size()
                     ws.send(json.dumps({"type": "resize", "rows": s.lines, "cols": s.columns}))
                 if fd in r:
                     data = os.read(fd, 65536)

@@ -188,4 +188,5 @@ def build_app(ctx: Context) -> web.Application:
         web.post("/v1/containers/{ref}/remove", a.remove_container),
         web.get("/v1/containers/{ref}/exec", a.exec_container),
     ])
+    from ds01.daemon.routes_images import register as register_images; register_images(app, a)
     return app

@@ -55,7 +55,12 @@ async def serve_exec(api: Api, request: web.Request) -> web.StreamResponse:
         await ws.close()
         return ws
     if req.tty:
-        await api.run(api.ctx.runtime.exec_resize, handle.id, req.rows, req.cols)
+        # The engine refuses a resize until the process has its terminal; retry briefly (as the
+        # docker CLI does) so the first screen already has the right size.
+        for attempt in range(10):
+            if await api.run(api.ctx.runtime.exec_resize, handle.id, req.rows, req.cols):
+                break
+            await asyncio.sleep(0.01 * (attempt + 1))
     await ws.send_str(json.dumps({"type": "started"}))
     sock: socket.socket = handle.sock  # type: ignore[assignment]
     sock.setblocking(False)

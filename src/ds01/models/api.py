@@ -42,3 +42,26 @@ class ExecRequest(Body):
     term: str = Field("xterm", max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
     user: str | None = Field(None, max_length=64)
     start: bool = False
+
+
+# -- images (issue 3) ---------------------------------------------------------------------
+
+
+class BuildImage(UserScoped):
+    """POST /v1/images/{project}/build: build ~/workspace/<project>/Dockerfile."""
+
+    no_cache: bool = False
+
+
+class DeleteImage(UserScoped):
+    """POST /v1/images/{project}/delete; ``force`` removes containers using it first."""
+
+    force: bool = False
+
+
+class BootstrapBaseImage(Body):
+    """POST /v1/admin/base-image/bootstrap (admins)."""
+
+    suite: str = Field("bookworm", max_length=32)
+    tag: str = Field("ds01/base:latest", max_length=255)
+    force: bool = False

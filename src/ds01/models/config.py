@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ds01.errors import ConfigError
 from ds01.units import parse_duration, parse_size
@@ -158,6 +158,14 @@ class Config(Strict):
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _defaults_over_embedded(cls, v: Any) -> Any:
+        # A config that sets only some defaults keeps the embedded values for the rest.
+        if isinstance(v, dict):
+            return {**DEFAULT_LIMITS.model_dump(), **v}
+        return v
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":

@@ -19,8 +19,9 @@ State contract
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from ds01.errors import NotFound
 
@@ -133,8 +134,8 @@ class RuntimeBackend(abc.ABC):
         """Start a process in a running container and return its attached stream."""
 
     @abc.abstractmethod
-    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
-        """Resize an exec's terminal."""
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> bool:
+        """Resize an exec's terminal; False if the engine refused (process not started or gone)."""
 
     @abc.abstractmethod
     def exec_exit_code(self, exec_id: str) -> int | None:
@@ -149,3 +150,66 @@ class RuntimeBackend(abc.ABC):
 
     def events(self) -> Iterator[dict]:  # pragma: no cover - optional
         return iter(())
+
+
+# --------------------------------------------------------------------------- images
+#
+# Image verbs, added for ``image-*`` (issue 3). Same rules as above: the backend knows nothing of
+# users or policy; the services layer decides tags, labels, build args and ownership.
+
+
+@dataclass
+class ImageInfo:
+    id: str  # full engine id ("sha256:…")
+    tags: list[str]
+    labels: dict[str, str]
+    size: int  # bytes
+    created: float  # unix time
+
+
+class RuntimeImages(abc.ABC):
+    """Image half of the backend (mixed into :class:`RuntimeBackend` implementations).
+
+    Build contract
+    --------------
+    :meth:`build_image` builds an *untagged* image from a tar build context and yields the
+    engine's progress as dicts with exactly one key:
+
+    * ``{"stream": text}``: a piece of build output (may hold several lines or part of one);
+    * ``{"error": message}``: the build failed (the last item);
+    * ``{"id": image_id}``: the built image (the last item of a successful build).
+
+    Nothing a user controls reaches the engine except the context tar: the backend never sets a
+    network mode (the engine's default bridge), never privileged or extra capabilities, never
+    host mounts, and never pulls when the base image exists locally. Exceeding ``timeout`` or
+    setting ``cancel`` aborts the build (the engine stops the step's container when the client
+    goes away) and raises :class:`ds01.errors.BuildFailed`.
+    """
+
+    @abc.abstractmethod
+    def build_image(self, context: BinaryIO, *, labels: dict[str, str], buildargs: dict[str, str],
+                    nocache: bool, timeout: float, memory: int | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[dict]:
+        """Build from ``context`` (a tar with ``Dockerfile`` at its root); see the class doc."""
+
+    @abc.abstractmethod
+    def image_inspect(self, ref: str) -> ImageInfo | None:
+        """The image ``ref`` (name:tag or id), or None when the engine has no such image."""
+
+    @abc.abstractmethod
+    def image_list(self, labels: dict[str, str]) -> list[ImageInfo]:
+        """Every image carrying all of ``labels``."""
+
+    @abc.abstractmethod
+    def image_tag(self, image_id: str, repository: str, tag: str) -> None:
+        """Point ``repository:tag`` at ``image_id`` (moving the tag if it exists)."""
+
+    @abc.abstractmethod
+    def image_remove(self, ref: str, force: bool = False) -> bool:
+        """Remove a tag (and the image when it was the last one). True if removed, False if it
+        did not exist. Raises Conflict while a container uses the image (unless ``force``)."""
+
+    @abc.abstractmethod
+    def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
+        """``docker import`` of a root filesystem tar file with Dockerfile ``changes``
+        (ENV, WORKDIR, CMD, LABEL …); returns the new image id."""

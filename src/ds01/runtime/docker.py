@@ -11,13 +11,14 @@ from typing import Any
 from ds01.errors import Conflict, RuntimeFailure
 from ds01.runtime.accounts import merge_account
 from ds01.runtime.base import ContainerGone, ContainerInfo, ContainerSpec, ExecHandle, RuntimeBackend
+from ds01.runtime.base import ImageInfo, RuntimeImages
 
 
 def _nano_cpus(cpus: float) -> int:
     return int(cpus * 1e9)
 
 
-class DockerBackend(RuntimeBackend):
+class DockerBackend(RuntimeBackend, RuntimeImages):
     def __init__(self, base_url: str | None = None, timeout: int = 120):
         import docker
         from docker import errors as derr
@@ -243,11 +244,12 @@ class DockerBackend(RuntimeBackend):
         raw = getattr(sock, "_sock", sock)
         return ExecHandle(id=ex["Id"], sock=raw, tty=tty)
 
-    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> bool:
         try:
             self.api.exec_resize(exec_id, height=rows, width=cols)
+            return True
         except self._err.APIError:
-            pass  # the process may have just exited; a lost resize is harmless
+            return False  # not started yet, or already exited
 
     def exec_exit_code(self, exec_id: str) -> int | None:
         try:
@@ -270,3 +272,164 @@ class DockerBackend(RuntimeBackend):
             return self.api.logs(container_id, tail=tail).decode("utf-8", "replace")
         except self._err.APIError:
             return ""
+
+    # -- images ----------------------------------------------------------------------------
+    def build_image(self, context, *, labels: dict[str, str], buildargs: dict[str, str], nocache: bool,
+                    timeout: float, memory: int | None = None, cancel: threading.Event | None = None):
+        import json
+
+        from ds01.errors import BuildFailed
+
+        params: dict[str, Any] = {
+            "dockerfile": "Dockerfile", "q": False, "nocache": nocache, "rm": True, "forcerm": True,
+            "pull": False, "buildargs": json.dumps(buildargs), "labels": json.dumps(labels),
+        }
+        if memory:
+            params.update(memory=memory, memswap=memory)
+        try:
+            # requests' own post (APIClient is a requests.Session), so this code owns the response
+            # and can cut it at the deadline; timeout=None because a quiet step may run for long.
+            resp = self.api.post(self.api._url("/build"), params=params, data=context,
+                                 headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None)
+        except Exception as e:  # connection-level failure
+            raise self._fail("starting the build failed", e) from None
+        if resp.status_code >= 400:
+            raise BuildFailed(f"the engine refused the build: {resp.text.strip()[:500]}")
+        expired = threading.Event()
+        stop = cancel or threading.Event()
+        done = threading.Event()
+        w = threading.Thread(target=self._build_watch, args=(resp, stop, done, expired, timeout), daemon=True)
+        w.start()
+        try:
+            for msg in self.api._stream_helper(resp, decode=True):
+                if "error" in msg:
+                    yield {"error": str(msg.get("error") or (msg.get("errorDetail") or {}).get("message"))}
+                    return
+                if "aux" in msg and isinstance(msg["aux"], dict) and msg["aux"].get("ID"):
+                    yield {"id": msg["aux"]["ID"]}
+                    continue
+                if "stream" in msg:
+                    yield {"stream": msg["stream"]}
+        except Exception as e:  # the watchdog cut the connection, or the engine went away
+            if expired.is_set():
+                raise BuildFailed(f"the build ran longer than its time limit ({int(timeout)} s) and was stopped",
+                                  "make the slow step faster, or ask an admin about build.timeout") from None
+            if stop.is_set():
+                raise BuildFailed("the build was cancelled") from None
+            raise self._fail("the build stream broke", e) from None
+        finally:
+            done.set()
+            resp.close()
+        if expired.is_set():
+            raise BuildFailed(f"the build ran longer than its time limit ({int(timeout)} s) and was stopped",
+                              "make the slow step faster, or ask an admin about build.timeout")
+        if stop.is_set():
+            raise BuildFailed("the build was cancelled")
+
+    @staticmethod
+    def _build_watch(resp, stop: threading.Event, done: threading.Event, expired: threading.Event,
+                     timeout: float) -> None:
+        """Cut the build's connection at the deadline or on cancel; the engine then aborts the
+        build (a classic-builder build is bound to its request)."""
+        deadline = time.monotonic() + timeout
+        while not done.is_set():
+            if stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+                break
+            if time.monotonic() >= deadline:
+                expired.set()
+                break
+        else:
+            return
+        if not done.is_set():
+            _cut(resp)
+
+    def _image_info(self, attrs: dict) -> ImageInfo:
+        created = attrs.get("Created")
+        if isinstance(created, str):  # inspect gives RFC 3339, list gives unix seconds
+            from datetime import datetime
+
+            try:
+                created = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+            except ValueError:
+                created = 0.0
+        return ImageInfo(
+            id=attrs.get("Id", ""),
+            tags=[t for t in (attrs.get("RepoTags") or []) if t != "<none>:<none>"],
+            labels=(attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {},
+            size=int(attrs.get("Size") or 0),
+            created=float(created or 0),
+        )
+
+    def image_inspect(self, ref: str) -> ImageInfo | None:
+        try:
+            return self._image_info(self.api.inspect_image(ref))
+        except self._err.ImageNotFound:
+            return None
+        except self._err.NotFound:
+            return None
+        except self._err.APIError as e:
+            raise self._fail("inspecting the image failed", e) from None
+
+    def image_list(self, labels: dict[str, str]) -> list[ImageInfo]:
+        try:
+            rows = self.api.images(filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        except self._err.APIError as e:
+            raise self._fail("listing images failed", e) from None
+        return [self._image_info(r) for r in rows]
+
+    def image_tag(self, image_id: str, repository: str, tag: str) -> None:
+        try:
+            self.api.tag(image_id, repository, tag, force=True)
+        except self._err.APIError as e:
+            raise self._fail("tagging the image failed", e) from None
+
+    def image_remove(self, ref: str, force: bool = False) -> bool:
+        try:
+            self.api.remove_image(ref, force=force)
+            return True
+        except self._err.ImageNotFound:
+            return False
+        except self._err.NotFound:
+            return False
+        except self._err.APIError as e:
+            if e.status_code == 409:
+                raise Conflict(f"image {ref} is in use by a container",
+                               "remove the container first (or use --force)") from None
+            raise self._fail("removing the image failed", e) from None
+
+    def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
+        import json
+
+        try:
+            out = self.api.import_image_from_file(rootfs_tar, repository=repository, tag=tag, changes=changes)
+        except self._err.APIError as e:
+            raise self._fail("importing the root filesystem failed", e) from None
+        # The engine answers with JSON lines; the last carries {"status": "sha256:…"}.
+        text = out if isinstance(out, str) else out.decode() if isinstance(out, bytes) else str(out)
+        image_id = ""
+        for line in text.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("error"):
+                raise RuntimeFailure(f"importing the root filesystem failed: {msg['error']}")
+            if str(msg.get("status", "")).startswith("sha256:"):
+                image_id = msg["status"]
+        info = self.image_inspect(f"{repository}:{tag}")
+        return info.id if info else image_id
+
+
+def _cut(resp) -> None:
+    """Shut down the socket under a streaming response so a blocked read returns at once
+    (closing the file object alone does not wake a reader in another thread)."""
+    import socket as _socket
+
+    try:
+        sock = resp.raw._fp.fp.raw._sock
+        sock.shutdown(_socket.SHUT_RDWR)
+    except Exception:
+        try:
+            resp.close()
+        except Exception:
+            pass

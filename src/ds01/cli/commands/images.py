@@ -1,0 +1,417 @@
+"""L2 image commands. The Dockerfile and requirements are the user's files: the CLI writes them
+as the user; the daemon only builds (reading the project as the user, too)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from ds01.cli.output import ago, ok, print_json, table
+
+# Kept in sync with ds01.images.dockerfile.PRESETS by a unit test; spelled out here so that
+# '--help' does not import the generator (pydantic, packaging).
+PRESET_NAMES = ("audio", "cv", "llm", "nlp", "rl", "tabular")
+STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's image")
+json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+
+
+def Client():  # noqa: N802 - lazy: --help must not pay for http.client
+    from ds01.client.http import Client as _Client
+
+    return _Client(timeout=None)  # builds may be quiet for long; the daemon enforces the time limit
+
+
+def q(segment: str) -> str:
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+def split_words(values: tuple[str, ...]) -> list[str]:
+    """``--packages "numpy pandas" --packages scipy,six`` → ``[numpy, pandas, scipy, six]``."""
+    return [w for v in values for w in re.split(r"[\s,]+", v) if w]
+
+
+# --------------------------------------------------------------------------- build progress
+
+
+class Progress:
+    """Build output for people. On a terminal: the step lines stay, the newest output line of the
+    running step is shown in one line that is rewritten. Elsewhere: every line, as it comes."""
+
+    def __init__(self, tty: bool | None = None):
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.width = 100
+        if self.tty:
+            import shutil
+
+            self.width = max(20, shutil.get_terminal_size().columns - 1)
+        self._partial = ""
+        self._status = False
+
+    def feed(self, text: str) -> None:
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.line(line.rstrip("\r"))
+
+    def line(self, line: str) -> None:
+        if not self.tty:
+            click.echo(line)
+            return
+        m = STEP_RE.match(line)
+        if m:
+            self._clear()
+            click.echo(click.style(f"[{m.group(1)}/{m.group(2)}] ", fg="cyan", bold=True) + m.group(3)[: self.width - 10])
+        elif line.strip() and not line.startswith(" ---> "):
+            shown = "  " + line.strip().replace("\t", " ")
+            click.echo("\r\x1b[2K" + click.style(shown[: self.width], dim=True), nl=False)
+            self._status = True
+
+    def _clear(self) -> None:
+        if self._status:
+            click.echo("\r\x1b[2K", nl=False)
+            self._status = False
+
+    def close(self) -> None:
+        if self._partial:
+            self.line(self._partial)
+            self._partial = ""
+        self._clear()
+
+
+def build(project: str, *, no_cache: bool = False, user: str | None = None, as_json: bool = False) -> dict:
+    """Ask the daemon to build and show its log; returns the result. A failed build prints the
+    failing step and its last output lines, then raises BuildFailed (exit code 11)."""
+    from ds01.errors import BuildFailed
+
+    progress = None if as_json else Progress()
+    result: dict = {}
+    try:
+        for item in Client().stream("POST", f"/v1/images/{q(project)}/build", {"no_cache": no_cache, "user": user}):
+            if "stream" in item and progress:
+                progress.feed(str(item["stream"]))
+            elif "result" in item:
+                result = item["result"]
+    except BuildFailed as e:
+        if progress:
+            progress.close()
+        show_failure(e)
+        raise
+    finally:
+        if progress:
+            progress.close()
+    return result
+
+
+def show_failure(e) -> None:
+    step, tail = e.details.get("step"), e.details.get("tail") or []
+    if step:
+        click.secho(f"build failed at {step}", fg="red", bold=True, err=True)
+    if tail:
+        click.echo(f"── last {len(tail)} lines of its output ──", err=True)
+        for line in tail:
+            click.echo("  " + line, err=True)
+
+
+def report_built(project: str, res: dict, as_json: bool) -> None:
+    if as_json:
+        return print_json(res)
+    from ds01.units import format_size
+
+    if res.get("up_to_date"):
+        ok(f"image {res['image']} is up to date (nothing changed)")
+    else:
+        ok(f"built {res['image']} ({format_size(res.get('size', 0))}) in {res.get('seconds', 0):.1f} s")
+    click.echo(f"  next: container-create {project} --image {res['image']}   (then container-run {project})")
+
+
+# --------------------------------------------------------------------------- files (as the user)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write in the same folder; never through a symlink."""
+    if path.is_symlink():
+        from ds01.errors import Conflict
+
+        raise Conflict(f"{path} is a symlink; DS01 does not write through symlinks", "replace it with a real file")
+    tmp = path.with_name(f".{path.name}.ds01-tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def copy_requirements(src: str, ws: Path, force: bool) -> str:
+    """Copy the user's requirements file to ``<ws>/requirements.txt`` (returned relative)."""
+    from ds01.errors import Conflict, InvalidInput
+
+    dst = ws / "requirements.txt"
+    src_p = Path(src).expanduser()
+    try:
+        data = src_p.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {src}: {e.strerror}") from None
+    if dst.exists() and not dst.is_symlink() and src_p.resolve() == dst.resolve():
+        return dst.name
+    if dst.exists() and dst.read_bytes() != data and not force:
+        raise Conflict(f"{dst} already exists with other content",
+                       "use --force to replace it, or edit it yourself and omit --requirements")
+    if dst.is_symlink():
+        raise Conflict(f"{dst} is a symlink; DS01 does not write through symlinks", "replace it with a real file")
+    dst.write_bytes(data)
+    return dst.name
+
+
+def select_base(framework: str | None) -> dict:
+    return Client().call("GET", "/v1/images-select", params={"framework": framework})
+
+
+def render(project: str, base: dict, framework: str | None, pip: list[str], apt: list[str],
+           req: str | None, preset: str | None) -> str:
+    from ds01.images.dockerfile import DockerfileSpec
+
+    label = f"{base['framework']} {base['framework_version']}" if framework else None
+    return DockerfileSpec.from_request(base_image=base["image"], apt_packages=tuple(apt), pip_packages=tuple(pip),
+                                       requirements_file=req, preset=preset, project=project,
+                                       framework=label).render()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command()
+@click.argument("project")
+@click.option("--framework", "-f", metavar="F[==VER]",
+              help="pytorch, tensorflow, jax or python, optionally ==VERSION (default: the lab's CPU base)")
+@click.option("--packages", "-p", multiple=True, metavar="PKG", help="pip packages (repeat, or 'a b,c')")
+@click.option("--requirements", "-r", metavar="FILE", help="a requirements file, copied to the project")
+@click.option("--apt", multiple=True, metavar="PKG", help="Debian/Ubuntu packages (repeat, or 'a b,c')")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), help="a package set for a kind of work")
+@click.option("--no-build", is_flag=True, help="only write the Dockerfile")
+@click.option("--no-cache", is_flag=True, help="rebuild every step")
+@click.option("--force", is_flag=True, help="overwrite an existing Dockerfile / requirements.txt")
+@json_opt
+def create(project: str, framework: str | None, packages: tuple[str, ...], requirements: str | None,
+           apt: tuple[str, ...], preset: str | None, no_build: bool, no_cache: bool, force: bool,
+           as_json: bool) -> None:
+    """Write ~/workspace/PROJECT/Dockerfile and build it as your image ds01/<you>/PROJECT.
+
+    An existing Dockerfile is yours: without --force it is never overwritten (with no options,
+    image-create builds it as it is). A requirements.txt in the project is installed too.
+
+    \b
+    The daemon reads the project with your permissions. Not sent to the build: .git, caches,
+    data/, datasets/, models/, checkpoints/, outputs/, logs/, wandb/, mlruns/, .venv/ (the
+    workspace is mounted at /workspace when the container runs) and what .dockerignore lists.
+    Symlinks leading out of the project are refused.
+
+    \b
+    Examples:
+      image-create demo --requirements req.txt
+      image-create vision --framework pytorch==2.5 --preset cv --packages timm
+    """
+    from ds01.errors import Conflict
+    from ds01.projects.workspace import display_path, ensure_workspace
+
+    ws, _ = ensure_workspace(project)
+    req = copy_requirements(requirements, ws, force) if requirements else None
+    if req is None and (ws / "requirements.txt").is_file():
+        req = "requirements.txt"
+    pip, apt_l = split_words(packages), split_words(apt)
+    asked = bool(framework or pip or apt_l or preset or requirements)
+    df = ws / "Dockerfile"
+    exists = df.exists() or df.is_symlink()
+    if exists and not force and not asked:
+        if not as_json:
+            click.echo(f"· building your existing {display_path(df)}")
+    else:
+        base = select_base(framework)
+        text = render(project, base, framework, pip, apt_l, req, preset)
+        if exists and not force and df.read_text(errors="replace") != text:
+            raise Conflict(f"{display_path(df)} already exists and differs from what these options would write",
+                           f"change packages with 'image-update {project} --add PKG', or use --force to overwrite it")
+        write_text(df, text)
+        if not as_json:
+            ok(f"wrote {display_path(df)} (base {base['image']})" + (f", installs {req}" if req else ""))
+            if not base.get("present") and base.get("local"):
+                click.secho(f"  note: the base image {base['image']} is not on this host yet; an admin creates "
+                            "it with 'ds01 admin base-image bootstrap'", fg="yellow")
+    if no_build:
+        if as_json:
+            print_json({"dockerfile": str(df), "built": False})
+        else:
+            click.echo(f"  next: image-update {project} --rebuild")
+        return
+    report_built(project, build(project, no_cache=no_cache, as_json=as_json), as_json)
+
+
+def _reconstructed_without_req(text: str, project: str) -> str | None:
+    """If ``text`` is exactly what image-create wrote without a requirements file, the same file
+    with ``requirements.txt`` added; else None (the user changed it: we do not touch it)."""
+    from ds01.images.dockerfile import DockerfileSpec, parse_managed_block
+
+    m = re.search(r"^FROM (\S+)\s*$", text, re.M)
+    lab = re.search(r'^LABEL ds01\.project="[^"]*"(?: ds01\.framework="([^"]*)")?\s*$', text, re.M)
+    pre = re.search(r"^# Preset '([a-z]+)'", text, re.M)
+    if not m:
+        return None
+    try:
+        apt, pip = parse_managed_block(text)
+        kw = dict(base_image=m.group(1), apt_packages=tuple(apt), pip_packages=tuple(pip), project=project,
+                  framework=lab.group(1) if lab and lab.group(1) else None, preset=pre.group(1) if pre else None)
+        if DockerfileSpec(**kw).render() != text:
+            return None
+        return DockerfileSpec(**kw, requirements_file="requirements.txt").render()
+    except Exception:
+        return None
+
+
+@click.command()
+@click.argument("project")
+@click.option("--add", "add", multiple=True, metavar="PKG", help="pip packages to add (or re-pin)")
+@click.option("--add-apt", multiple=True, metavar="PKG", help="apt packages to add")
+@click.option("--remove", "remove", multiple=True, metavar="PKG", help="pip packages to drop")
+@click.option("--remove-apt", multiple=True, metavar="PKG", help="apt packages to drop")
+@click.option("--requirements", "-r", metavar="FILE", help="replace the project's requirements.txt with FILE")
+@click.option("--rebuild", is_flag=True, help="build even when nothing was changed")
+@click.option("--no-build", is_flag=True, help="only edit the files")
+@click.option("--no-cache", is_flag=True, help="rebuild every step (implies --rebuild)")
+@json_opt
+def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove: tuple[str, ...],
+           remove_apt: tuple[str, ...], requirements: str | None, rebuild: bool, no_build: bool, no_cache: bool,
+           as_json: bool) -> None:
+    """Change PROJECT's packages and rebuild its image.
+
+    Only the block between the '# >>> ds01 managed: packages' markers of the Dockerfile is
+    rewritten; the rest of the file is left exactly as you wrote it. After a change the image is
+    rebuilt (skip with --no-build); --rebuild builds without changes.
+
+    \b
+    Examples:
+      image-update demo --add pandas --add-apt libgl1
+      image-update demo --requirements requirements-new.txt
+      image-update demo --rebuild --no-cache
+    """
+    from ds01.errors import NotFound
+    from ds01.images.dockerfile import update_managed_block
+    from ds01.projects.workspace import display_path, workspace_dir
+
+    ws = workspace_dir(project)
+    df = ws / "Dockerfile"
+    if not df.is_file():
+        raise NotFound(f"{display_path(df)} does not exist", f"write one with 'image-create {project}'")
+    text = old = df.read_text()
+    pip, apt_l, rm_pip, rm_apt = (split_words(x) for x in (add, add_apt, remove, remove_apt))
+    if pip or apt_l or rm_pip or rm_apt:
+        text = update_managed_block(text, pip, apt_l, rm_pip, rm_apt)
+    changed_req = False
+    if requirements:
+        before = (ws / "requirements.txt").read_bytes() if (ws / "requirements.txt").is_file() else None
+        copy_requirements(requirements, ws, force=True)
+        changed_req = before != (ws / "requirements.txt").read_bytes()
+        if not re.search(r"^COPY\s+requirements\.txt\b", text, re.M):
+            new = _reconstructed_without_req(text, project)
+            if new is None:
+                click.secho("  note: your Dockerfile does not install requirements.txt; add these lines:\n"
+                            "    COPY requirements.txt /opt/ds01/requirements.txt\n"
+                            "    RUN python3 -m pip install --no-cache-dir -r /opt/ds01/requirements.txt",
+                            fg="yellow", err=True)
+            else:
+                text = new
+    if text != old:
+        write_text(df, text)
+    changed = text != old or changed_req
+    if not as_json:
+        ok(f"updated {display_path(df)}") if changed else click.echo("· nothing to change")
+    if no_build or not (changed or rebuild or no_cache):
+        if as_json:
+            print_json({"dockerfile": str(df), "changed": changed, "built": False})
+        elif not no_build:
+            click.echo(f"  (image-update {project} --rebuild builds anyway)")
+        return
+    report_built(project, build(project, no_cache=no_cache, as_json=as_json), as_json)
+
+
+@click.command(name="image-list")
+@click.option("--all-users", is_flag=True, help="(admins) every user's images")
+@click.option("--catalog", is_flag=True, help="the lab's pre-built framework images instead")
+@click.option("--framework", metavar="F", help="with --catalog: only this framework")
+@user_opt
+@json_opt
+def list_(all_users: bool, catalog: bool, framework: str | None, user: str | None, as_json: bool) -> None:
+    """List your project images (or, with --catalog, the images you can start from).
+
+    \b
+    Examples:
+      image-list
+      image-list --catalog --framework pytorch
+    """
+    if catalog:
+        return _catalog(framework, as_json)
+    from ds01.units import format_size
+
+    rows = Client().call("GET", "/v1/images", params={"all_users": all_users, "user": user})
+    if as_json:
+        return print_json(rows)
+    cols = ["project", "image", "size", "created", "base", "used by"]
+    every = bool(all_users or user)
+    if every:
+        cols.insert(0, "user")
+    table(cols, ([r["user"]] * every + [r["project"], r["image"], format_size(r["size"]), ago(r["created"]),
+                                        r.get("base") or "-", ",".join(r["used_by"]) or "-"] for r in rows),
+          empty="no images yet ('image-create <project>' makes one)")
+
+
+def _catalog(framework: str | None, as_json: bool) -> None:
+    data = Client().call("GET", "/v1/images-catalog", params={"framework": framework})
+    if as_json:
+        return print_json(data)
+    drv = data.get("driver_version")
+    click.echo(f"NVIDIA driver on this host: {drv or 'none (CPU only)'}")
+    rows = data["entries"]
+    table(["framework", "version", "cuda", "python", "image", "runs here", ""],
+          ([r["framework"], r["framework_version"], r.get("cuda") or "cpu", r["python"], r["image"],
+            "yes" if r["runnable"] else f"no (driver ≥ {r['min_driver']})",
+            "default" if r["is_default"] else ""] for r in rows),
+          empty="no catalog entries")
+    n_ok = sum(r["runnable"] for r in rows)
+    click.echo(f"{len(rows)} images, {n_ok} run on this host. "
+               "Use one: image-create <project> --framework pytorch==2.5")
+
+
+@click.command()
+@click.argument("project")
+@click.option("--force", is_flag=True, help="also remove the container using it (asks first)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask")
+@user_opt
+@json_opt
+def delete(project: str, force: bool, yes: bool, user: str | None, as_json: bool) -> None:
+    """Delete your image of PROJECT (the Dockerfile and workspace stay).
+
+    Refused while a container uses the image; --force removes that container first (after
+    asking; --yes skips the question).
+
+    \b
+    Examples:
+      image-delete demo
+      image-delete demo --force --yes
+    """
+    c = Client()
+    params = {"user": user}
+    if force:
+        info = c.call("GET", f"/v1/images/{q(project)}", params=params)
+        if info["used_by"] and not yes:
+            click.confirm(f"the container of {', '.join(info['used_by'])} uses this image; remove it "
+                          "(your workspace is kept)?", abort=True)
+    out = c.call("POST", f"/v1/images/{q(project)}/delete", {"force": force, "user": user})
+    if as_json:
+        return print_json(out)
+    for p in out.get("containers_removed") or []:
+        ok(f"removed the container of {p}")
+    ok(f"deleted image {out['image']}")

@@ -1,0 +1,120 @@
+"""Where a user's project lives on the host: ``~/workspace/<project>`` (mounted at ``/workspace``).
+
+These helpers run in the CLI process as the user, never as root, and only touch the user's own
+files. They still refuse a workspace that is a symlink out of the user's home: the daemon will
+refuse to mount such a path anyway (symlinks out of the workspace are refused), so saying so now,
+before anything is scaffolded, is kinder than failing at launch time.
+
+Directory mode: new workspace directories are created with mode ``0o750`` (minus the umask, which
+can only make it stricter). Not world-readable, because projects hold unpublished data, notebooks
+and sometimes credentials in ``configs/``; group-readable, so a lab that shares a Unix group can
+choose to share a project. Nothing else needs access: containers run as the user's own uid, and
+the daemon (root) does not need the group or other bits to mount the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+from ds01.errors import Conflict, InvalidInput, PermissionDenied
+from ds01.names import validate_project
+
+DEFAULT_BASE_TEMPLATE = "{home}/workspace"
+BASE_ENV = "DS01_WORKSPACE_BASE"
+DIR_MODE = 0o750
+
+
+def current_user() -> tuple[str, str]:
+    """(user name, home directory) of the calling uid, from the password database (not $HOME)."""
+    pw = pwd.getpwuid(os.getuid())
+    return pw.pw_name, pw.pw_dir
+
+
+def workspace_base(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> Path:
+    """The folder holding all of the caller's projects.
+
+    ``base_template`` may use ``{home}`` and ``{user}``; ``$DS01_WORKSPACE_BASE`` (same syntax)
+    overrides it, which is how tests relocate workspaces."""
+    user, pw_home = current_user()
+    home_s = os.fspath(home) if home is not None else pw_home
+    template = os.environ.get(BASE_ENV) or base_template
+    try:
+        base = template.format(home=home_s, user=user)
+    except (KeyError, IndexError, ValueError) as e:
+        raise InvalidInput(
+            f"invalid workspace base template {template!r}",
+            "it may only use {home} and {user}, e.g. '{home}/workspace'",
+        ) from e
+    p = Path(base)
+    if not p.is_absolute():
+        raise InvalidInput(f"workspace base {base!r} is not an absolute path", f"set {BASE_ENV} to an absolute path")
+    return Path(os.path.normpath(p))
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def workspace_dir(
+    project: str,
+    home: str | os.PathLike[str] | None = None,
+    base_template: str = DEFAULT_BASE_TEMPLATE,
+) -> Path:
+    """``<base>/<project>`` for the caller, after checking the name and where the path really leads.
+
+    The boundary is the user's home when the base lies inside it (the default ``~/workspace``), or
+    the base itself when an admin or a test put workspaces elsewhere. If the path (or any folder on
+    the way, e.g. a symlinked ``~/workspace``) resolves outside that boundary, PermissionDenied."""
+    validate_project(project)
+    _, pw_home = current_user()
+    home_p = Path(os.path.normpath(os.fspath(home) if home is not None else pw_home))
+    base = workspace_base(home_p, base_template)
+    boundary = home_p.resolve() if _within(base, home_p) else base.resolve()
+    path = base / project
+    real = path.resolve()  # strict=False: parts that do not exist yet are kept as written
+    if not _within(real, boundary):
+        raise PermissionDenied(
+            f"workspace {path} is a symlink to {real}, outside {boundary}",
+            f"DS01 only uses workspaces that really live under {boundary}: remove the symlink "
+            f"(rm {path}) and move the project there, or pick another project name",
+        )
+    return path
+
+
+def ensure_workspace(
+    project: str,
+    home: str | os.PathLike[str] | None = None,
+    base_template: str = DEFAULT_BASE_TEMPLATE,
+) -> tuple[Path, bool]:
+    """Create the project's workspace (and the base) if missing; returns ``(path, created)``."""
+    path = workspace_dir(project, home, base_template)
+    if path.is_dir():
+        return path, False
+    if path.exists() or path.is_symlink():
+        raise Conflict(
+            f"{path} exists but is not a directory",
+            "move that file away, or pick another project name",
+        )
+    base = path.parent
+    if not base.is_dir():
+        base.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=DIR_MODE)
+    except FileExistsError:  # created concurrently: fine if it is a directory now
+        if not path.is_dir():
+            raise Conflict(f"{path} exists but is not a directory", "move that file away") from None
+        return workspace_dir(project, home, base_template), False
+    # Re-check after creating: a symlink swapped in meanwhile would be caught here.
+    return workspace_dir(project, home, base_template), True
+
+
+def display_path(path: Path) -> str:
+    """``~/workspace/x`` instead of ``/home/alice/workspace/x`` in messages."""
+    _, home = current_user()
+    try:
+        rel = path.relative_to(home)
+    except ValueError:
+        return str(path)
+    return "~" if str(rel) == "." else f"~/{rel}"

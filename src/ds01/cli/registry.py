@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image-delete": ("ds01.cli.commands.images:delete", "Delete a project's image (never the workspace)"),
     # admin
     "admin": ("ds01.cli.commands.admin:admin", "Admin tasks (e.g. 'ds01 admin base-image bootstrap')"),
+    # GPUs and fair share
+    "gpus": ("ds01.cli.commands.gpus:gpus", "Every GPU / MIG instance and who holds it"),
+    "check-limits": ("ds01.cli.commands.gpus:check_limits", "Your limits, current usage and what is left"),
+    "quota": ("ds01.cli.commands.gpus:check_limits", "Alias of check-limits"),
+    "gpu-queue": ("ds01.cli.commands.gpus:gpu_queue", "Your requests waiting for a GPU (--cancel ID)"),
     # misc
     "whoami": ("ds01.cli.commands.misc:whoami", "Show who the daemon thinks you are"),
     "concepts": ("ds01.cli.commands.concepts:concepts", "Containers, workspaces and images, in plain words"),

@@ -69,8 +69,20 @@ def caller(request: web.Request) -> Caller:
 
 class Api:
     def __init__(self, ctx: Context):
+        from ds01.services.gpus import GpuService
+
         self.ctx = ctx
-        self.containers = ContainerService(ctx)
+        self.containers = ContainerService(ctx, on_release=self.kick)
+        self.gpu = GpuService(self.containers)
+        self.wakeup: asyncio.Event | None = None  # set by the daemon's loop; kick() wakes it
+
+    def kick(self) -> None:
+        """Devices were released: wake the periodic loop so the queue is served now, not at the
+        next tick. Called from worker threads."""
+        if self.wakeup is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.wakeup.set)
+
+    loop: asyncio.AbstractEventLoop | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     @web.middleware
@@ -120,8 +132,44 @@ class Api:
     async def create_container(self, request: web.Request) -> web.Response:
         body = await parse(request, api.CreateContainer)
         who = self.target(request, body.user)
-        out = await self.run(self.containers.create, caller(request), who, body.project, body.image, body.cpu_only)
-        return json_response(out, status=201)
+        out = await self.run(self.containers.create, caller(request), who, body.project, body.image, body.cpu_only,
+                             body.gpu_request(), body.ports, body.queue)
+        return json_response(out, status=202 if out.get("queued") else 201)
+
+    async def deploy_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.DeployContainer)
+        who = self.target(request, body.user)
+        if body.cpu_only and body.gpu_request().kind != "none":
+            raise InvalidInput("--cpu-only conflicts with a GPU request", "use one or the other")
+        out = await self.run(self.containers.deploy, caller(request), who, body.project, body.image,
+                             body.gpu_request(), body.ports, body.queue)
+        return json_response(out, status=202 if out.get("queued") else 200)
+
+    async def retire_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.RetireContainer)
+        who = self.target(request, body.user)
+        return json_response(
+            await self.run(self.containers.retire, caller(request), who, request.match_info["ref"], body.timeout))
+
+    async def gpus(self, request: web.Request) -> web.Response:
+        return json_response(await self.run(self.gpu.inventory))
+
+    async def limits(self, request: web.Request) -> web.Response:
+        who = self.target(request, request.query.get("user"))
+        return json_response(await self.run(self.gpu.limits, who))
+
+    async def queue(self, request: web.Request) -> web.Response:
+        c = caller(request)
+        scope = None if (c.is_admin and request.query.get("all_users")) else c
+        return json_response(await self.run(self.gpu.queue, scope))
+
+    async def queue_cancel(self, request: web.Request) -> web.Response:
+        try:
+            qid = int(request.match_info["id"])
+        except ValueError:
+            raise InvalidInput("a queue id is a number", "'gpu-queue' lists your waiting requests") from None
+        out = await self.run(self.gpu.cancel, caller(request), qid)
+        return json_response(out)
 
     async def start_container(self, request: web.Request) -> web.Response:
         body = await parse(request, api.StartContainer)
@@ -181,6 +229,12 @@ def build_app(ctx: Context) -> web.Application:
         web.get("/v1/health", a.health),
         web.get("/v1/whoami", a.whoami),
         web.post("/v1/containers", a.create_container),
+        web.post("/v1/containers/deploy", a.deploy_container),
+        web.post("/v1/containers/{ref}/retire", a.retire_container),
+        web.get("/v1/gpus", a.gpus),
+        web.get("/v1/limits", a.limits),
+        web.get("/v1/queue", a.queue),
+        web.post("/v1/queue/{id}/cancel", a.queue_cancel),
         web.get("/v1/containers", a.list_containers),
         web.get("/v1/containers-stats", a.container_stats),
         web.post("/v1/containers/{ref}/start", a.start_container),

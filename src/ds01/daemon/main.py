@@ -101,7 +101,14 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
         await asyncio.to_thread(runtime.client.ping)
     except Exception as e:  # fail closed: without the engine nothing can be served correctly
         raise RuntimeFailure(f"cannot reach the Docker Engine: {e}", "start dockerd, then start ds01d again")
-    ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance)
+    from ds01.gpu import make_source
+
+    gpu_source = make_source(cfg.gpu)
+    inventory = await asyncio.to_thread(gpu_source.read)
+    log.info("GPU inventory (%s): %d device(s), driver %s", getattr(gpu_source, "kind", "?"),
+             len(inventory.allocatable), inventory.driver_version)
+    ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
+                  gpu_source=gpu_source, inventory=inventory)
     summary = await asyncio.to_thread(ContainerService(ctx).reconcile)
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
 
@@ -118,10 +125,17 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     log.info("listening on %s (instance %s; %s)", socket_path, ctx.instance,
              ", ".join(f"{k}={v}" for k, v in summary.items()))
 
+    from ds01.daemon.loops import run_ticks
+
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ticker = asyncio.create_task(run_ticks(app["api"], cfg.daemon.tick_interval, stop))
     await stop.wait()
+    api_obj = app["api"]
+    if api_obj.wakeup is not None:
+        api_obj.wakeup.set()
+    await ticker
     log.info("shutting down")
     events.emit("daemon.stop", target=str(socket_path))
     await runner.cleanup()

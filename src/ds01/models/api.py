@@ -14,10 +14,32 @@ class UserScoped(Body):
     user: str | None = Field(None, max_length=64, description="admins only: act on this user's containers")
 
 
-class CreateContainer(UserScoped):
+class GpuFields(Body):
+    # Types are loose on purpose: the allocator gives the precise message for --gpus 0 / -1 / huge.
+    gpus: int | None = None
+    gpu_profile: str | None = Field(None, max_length=32)
+    mig: int | None = None
+    queue: bool = False
+
+    def gpu_request(self):
+        from ds01.policy.allocation import GpuRequest
+
+        return GpuRequest(gpus=self.gpus, profile=self.gpu_profile, mig=self.mig)
+
+
+class CreateContainer(UserScoped, GpuFields):
     project: str = Field(max_length=200)
     image: str | None = Field(None, min_length=1, max_length=300)
     cpu_only: bool = False
+    ports: list[int] = Field(default_factory=list, max_length=4)
+
+
+class DeployContainer(CreateContainer):
+    pass
+
+
+class RetireContainer(UserScoped):
+    timeout: float | None = Field(None, ge=0, le=3600)
 
 
 class StartContainer(UserScoped):

@@ -138,6 +138,14 @@ class ContainersConfig(Strict):
     name_prefix: str = Field("ds01", pattern=r"^[a-z][a-z0-9-]{0,15}$")
 
 
+class QueueConfig(Strict):
+    """Fair queue: score = decayed GPU-hours / priority_weight, minus waited time / aging."""
+
+    half_life: Duration = Field(7 * 86400, gt=0)
+    # Waiting this long offsets one GPU-hour of past usage, so every request reaches the head.
+    aging: Duration = Field(3600, gt=0)
+
+
 class DaemonConfig(Strict):
     # Containers carry ds01.instance=<this>; a daemon only manages (and adopts) its own instance's.
     instance: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -155,6 +163,7 @@ class Config(Strict):
     images: ImagesConfig = ImagesConfig()
     build: BuildConfig = BuildConfig()
     gpu: GpuConfig = GpuConfig()
+    queue: QueueConfig = QueueConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}

@@ -6,13 +6,16 @@ records; ``target`` is the caller or, for admins, ``--user``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
-from ds01.errors import Conflict, DS01Error, PolicyDenied
-from ds01.names import validate_project
+from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, PolicyDenied
+from ds01.names import container_name, validate_project
+from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import LABEL, build_spec, resolve_ref
 from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
@@ -42,12 +45,23 @@ def record_view(rec: ContainerRecord, info: ContainerInfo | None = None) -> dict
         "gpus": rec.gpus,
         "limits": rec.limits,
         "workspace": rec.workspace,
+        "ports": [{"container": c, "host_ip": ip, "host_port": hp} for c, ip, hp in rec.ports],
     }
 
 
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a published container port (only ever bound to loopback:
+    users reach it through an SSH tunnel)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class ContainerService:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, on_release: Callable[[], None] | None = None):
         self.ctx = ctx
+        # called after devices were released (the daemon wakes the queue server)
+        self.on_release = on_release
 
     @property
     def cfg(self):
@@ -75,9 +89,13 @@ class ContainerService:
 
     def _apply_info(self, rec: ContainerRecord, info: ContainerInfo | None) -> ContainerRecord:
         now = self.ctx.clock()
+        if rec.status == "creating":
+            return rec  # its create is in flight in another thread
         if info is None:
             if rec.status not in ("removed", "gone"):
-                self.ctx.store.update_container(rec.id, status="gone", ended_at=now)
+                with self.ctx.store.transaction() as conn:
+                    self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=now)
+                    self.ctx.store.release(rec.id, now, "gone", conn)
                 self.ctx.events.emit("container.gone", user=rec.user, uid=rec.uid, target=rec.project,
                                      reason="removed outside DS01")
                 rec.status, rec.ended_at = "gone", now
@@ -93,50 +111,123 @@ class ContainerService:
 
     # -- L2 verbs --------------------------------------------------------------------------
     def create(self, actor: Caller, who: Caller, project: str, image: str | None = None,
-               cpu_only: bool = False) -> dict[str, Any]:
+               cpu_only: bool = False, request: GpuRequest | None = None, ports: list[int] | None = None,
+               queue: bool = False) -> dict[str, Any]:
+        """Create (not start) the container of (who, project). GPU devices are decided and recorded
+        in one state transaction together with the container record, so concurrent creates can
+        never hold a device twice or exceed a limit. With ``queue`` and no free device, the request
+        waits in the fair queue instead (``{"queued": True, ...}``)."""
         project = validate_project(project)
+        request = request or GpuRequest()
+        if cpu_only and request.kind != "none":
+            raise InvalidInput("--cpu-only conflicts with a GPU request", "use one or the other")
         image = image or self.cfg.images.default
         self._check_image(image)
+        container_ports = self._check_ports(ports)
         lim = self.limits_for(who)
-        existing = self.ctx.store.live_container(who.uid, project)
-        if existing is not None:
-            existing = self._sync(existing)
-            if existing.status != "gone":
-                raise Conflict(
-                    f"project {project!r} already has a container ({existing.status})",
-                    f"use 'container-start {project}', or 'container-remove {project}' first",
-                )
-        live = [r for r in self.ctx.store.live_containers(who.uid)]
-        if len(live) >= lim.max_containers:
-            self._emit("container.create", who, project, "denied", "max_containers", actor=actor)
-            raise PolicyDenied(
-                f"you have {len(live)} containers; your limit is {lim.max_containers}",
-                "remove one you no longer need with 'container-remove <project>'",
-            )
         if not self.ctx.runtime.image_exists(image):
             raise DS01Error(
                 f"image {image!r} is not available on this host",
                 "build your project's image with 'image-create <project>' or ask an admin to bootstrap the base image",
             )
+        self._forget_gone(who, project)
         workspace = ensure_workspace(who, project, self.cfg.containers.workspace_base)
         now = self.ctx.clock()
-        spec = build_spec(self.cfg, who, project, image, lim, workspace, now, self.ctx.instance,
-                          host_cpus=os.cpu_count())
-        info = self.ctx.runtime.create(spec)
-        applied = {"cpus": spec.cpus, "memory": spec.memory, "shm_size": spec.shm_size, "pids": spec.pids}
-        try:
-            self.ctx.store.insert_container(
-                uid=who.uid, user=who.name, project=project, docker_id=info.id, docker_name=spec.name,
-                image=image, status="created", created_at=now, limits=applied, gpus=list(spec.gpu_device_ids),
-                workspace=workspace,
+        with self.ctx.store.transaction() as conn:
+            existing = self.ctx.store.live_container(who.uid, project)
+            if existing is not None:
+                raise Conflict(
+                    f"project {project!r} already has a container ({existing.status})",
+                    f"use 'container-start {project}', or 'container-remove {project}' first",
+                )
+            live = self.ctx.store.live_containers(who.uid)
+            if len(live) >= lim.max_containers:
+                raise PolicyDenied(
+                    f"you have {len(live)} containers; your limit is {lim.max_containers}",
+                    "remove one you no longer need with 'container-remove <project>'",
+                )
+            devices: dict[str, float] = {}
+            if request.kind != "none":
+                outcome = decide(self.ctx.inventory, self.ctx.store.held_devices(conn), request, lim,
+                                 self.ctx.store.holding(who.uid, conn))
+                if not isinstance(outcome, Allocation):
+                    if outcome.kind == "capacity" and queue:
+                        return self._enqueue(conn, who, project, request, image, container_ports, now)
+                    err = outcome.to_error()
+                    if outcome.kind == "capacity":
+                        err.hint = (err.hint or "") + self._holders_hint()
+                    raise err
+                devices = {u: self.ctx.inventory.device(u).equivalents for u in outcome.devices}
+            rec_id = self.ctx.store.insert_container(
+                conn, uid=who.uid, user=who.name, project=project, docker_id=None,
+                docker_name=container_name(self.cfg.containers.name_prefix, who.uid, project), image=image, status="creating", created_at=now, gpus=list(devices),
+                workspace=workspace, request=request.to_dict(),
             )
-        except Exception:
-            self.ctx.runtime.remove(info.id, force=True)
+            rec = ContainerRecord(id=rec_id, uid=who.uid, user=who.name, project=project, docker_id=None,
+                                  docker_name="", image=image, status="creating", created_at=now)
+            self.ctx.store.allocate(conn, rec, devices, now)
+        try:
+            host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
+            spec = build_spec(self.cfg, who, project, image, lim, workspace, now, self.ctx.instance,
+                              device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count())
+            info = self.ctx.runtime.create(spec)
+        except BaseException:
+            with self.ctx.store.transaction() as conn:
+                self.ctx.store.release(rec_id, self.ctx.clock(), "create failed", conn)
+                self.ctx.store.update_container(rec_id, conn, status="removed", ended_at=self.ctx.clock())
             raise
-        self._emit("container.create", who, project, data={"image": image, "id": info.id[:12]}, actor=actor)
-        rec = self.ctx.store.live_container(who.uid, project)
+        applied = {"cpus": spec.cpus, "memory": spec.memory, "shm_size": spec.shm_size, "pids": spec.pids}
+        self.ctx.store.update_container(rec_id, docker_id=info.id, docker_name=spec.name, status="created",
+                                        limits=applied, ports=[list(p) for p in spec.ports])
+        self._emit("container.create", who, project, actor=actor,
+                   data={"image": image, "id": info.id[:12], "gpus": list(devices),
+                         "equivalents": round(sum(devices.values()), 4)})
+        rec = self.ctx.store.get_container(rec_id)
         assert rec is not None
         return record_view(rec)
+
+    def _forget_gone(self, who: Caller, project: str) -> None:
+        """A live record whose container vanished from the engine must not block a new create."""
+        existing = self.ctx.store.live_container(who.uid, project)
+        if existing is not None and existing.status != "creating":
+            self._sync(existing)
+
+    def _check_ports(self, ports: list[int] | None) -> list[int]:
+        out = []
+        for p in ports or []:
+            if not isinstance(p, int) or not 1 <= p <= 65535:
+                raise InvalidInput(f"invalid container port {p!r}", "use a port number between 1 and 65535")
+            out.append(p)
+        if len(out) > 4:
+            raise InvalidInput("at most 4 ports can be published per container")
+        return out
+
+    def _holders_hint(self) -> str:
+        rows = self.ctx.store.open_allocations()
+        if not rows:
+            return ""
+        per: dict[str, float] = {}
+        for r in rows:
+            per[r["user"]] = per.get(r["user"], 0) + r["equivalents"]
+        who = ", ".join(f"{u} {fmt_eq(e)}" for u, e in sorted(per.items(), key=lambda x: -x[1]))
+        return f" (held now: {who})"
+
+    def _enqueue(self, conn, who: Caller, project: str, request: GpuRequest, image: str, ports: list[int],
+                 now: float) -> dict[str, Any]:
+        dup = conn.execute("SELECT id FROM queue WHERE uid=? AND project=? AND status='waiting'",
+                           (who.uid, project)).fetchone()
+        if dup:
+            raise Conflict(f"project {project!r} is already waiting in the GPU queue",
+                           "see 'gpu-queue'; cancel with 'gpu-queue --cancel <id>'")
+        qid = conn.execute(
+            "INSERT INTO queue (uid, user, project, request, image, ports, enqueued_at, status)"
+            " VALUES (?,?,?,?,?,?,?, 'waiting')",
+            (who.uid, who.name, project, json.dumps(request.to_dict()), image, json.dumps(ports), now)).lastrowid
+        position = conn.execute("SELECT COUNT(*) FROM queue WHERE status='waiting'").fetchone()[0]
+        self.ctx.events.emit("queue.add", user=who.name, uid=who.uid, target=project,
+                             data={"request": request.to_dict(), "id": qid})
+        return {"queued": True, "queue_id": qid, "project": project, "user": who.name,
+                "request": request.describe(), "position": position}
 
     def _check_image(self, image: str) -> None:
         allowed = self.cfg.images.allowed
@@ -150,6 +241,7 @@ class ContainerService:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status != "running":
+            self._retake_gpus(who, rec)
             try:
                 self.ctx.runtime.start(rec.docker_id)
             except ContainerGone:
@@ -160,6 +252,28 @@ class ContainerService:
             rec.status, rec.started_at = "running", now
             self._emit("container.start", who, rec.project, actor=actor)
         return record_view(rec)
+
+    def _retake_gpus(self, who: Caller, rec: ContainerRecord) -> None:
+        """A stopped container's devices are released after ``gpu_hold_after_stop``. Its env names
+        those exact devices, so restarting it needs the same ones back, within the user's limit."""
+        if not rec.gpus or self.ctx.store.open_allocations(rec.id):
+            return
+        lim = self.limits_for(who)
+        with self.ctx.store.transaction() as conn:
+            held = self.ctx.store.held_devices(conn)
+            busy = [g for g in rec.gpus if g in held]
+            if busy:
+                raise CapacityExhausted(
+                    f"the GPU(s) of {rec.project!r} were released while it was stopped and are now in use",
+                    f"retire it ('container-retire {rec.project}') and deploy again, or wait" + self._holders_hint())
+            want = {g: self.ctx.inventory.device(g).equivalents for g in rec.gpus if self.ctx.inventory.device(g)}
+            have = self.ctx.store.holding(who.uid, conn)
+            if have + sum(want.values()) > lim.max_gpus + 1e-9:
+                raise PolicyDenied(
+                    f"you hold {fmt_eq(have)} of {fmt_eq(lim.max_gpus)} GPU-equivalents; "
+                    f"restarting {rec.project!r} needs {fmt_eq(sum(want.values()))} more",
+                    "stop or retire another GPU container first")
+            self.ctx.store.allocate(conn, rec, want, self.ctx.clock())
 
     def stop(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
@@ -185,10 +299,52 @@ class ContainerService:
         if rec.status != "gone" and rec.docker_id:
             self.ctx.runtime.remove(rec.docker_id, force=force)
         now = self.ctx.clock()
-        self.ctx.store.update_container(rec.id, status="removed", ended_at=now)
+        with self.ctx.store.transaction() as conn:
+            self.ctx.store.update_container(rec.id, conn, status="removed", ended_at=now)
+            released = self.ctx.store.release(rec.id, now, "removed", conn)
         rec.status, rec.ended_at = "removed", now
-        self._emit("container.remove", who, rec.project, data={"force": force}, actor=actor)
+        self._emit("container.remove", who, rec.project, data={"force": force, "released": released},
+                   actor=actor)
+        if released and self.on_release:
+            self.on_release()
         return record_view(rec)
+
+    # -- L3: orchestrators (composed from the L2 verbs above) ------------------------------
+    def deploy(self, actor: Caller, who: Caller, project: str, image: str | None = None,
+               request: GpuRequest | None = None, ports: list[int] | None = None,
+               queue: bool = False) -> dict[str, Any]:
+        """create + start. Reuses the project's container if it exists (starting it if stopped).
+        A start that fails after a successful create is rolled back (container removed, devices
+        released), so a half-done deploy never holds GPUs."""
+        project = validate_project(project)
+        existing = self.ctx.store.live_container(who.uid, project)
+        if existing is not None:
+            existing = self._sync(existing)
+            if existing.status not in ("gone", "creating"):
+                out = self.start(actor, who, project)
+                return {**out, "reused": True}
+        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue)
+        if out.get("queued"):
+            return out
+        try:
+            return {**self.start(actor, who, project), "reused": False}
+        except BaseException as e:
+            try:
+                self.remove(actor, who, project, force=True)
+            finally:
+                self._emit("container.deploy", who, project, "rolled_back",
+                           getattr(e, "message", None) or str(e), actor=actor)
+            raise
+
+    def retire(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
+        """stop + remove + release devices. The workspace is never touched."""
+        rec = self._sync(self.resolve(who, ref))
+        if rec.status == "running":
+            try:
+                self.stop(actor, who, ref, timeout)
+            except ContainerGone:
+                pass
+        return self.remove(actor, who, ref, force=True)
 
     def _require_exists(self, rec: ContainerRecord) -> None:
         if rec.status == "gone":
@@ -249,6 +405,14 @@ class ContainerService:
         known = set()
         gone = adopted = 0
         for rec in self.ctx.store.live_containers():
+            if rec.status == "creating":  # the daemon died mid-create
+                with self.ctx.store.transaction() as conn:
+                    self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=self.ctx.clock())
+                    self.ctx.store.release(rec.id, self.ctx.clock(), "create interrupted", conn)
+                if rec.docker_name:
+                    self.ctx.runtime.remove(rec.docker_name, force=True)
+                gone += 1
+                continue
             info = infos.get(rec.docker_id or "")
             before = rec.status
             self._apply_info(rec, info)
@@ -270,13 +434,20 @@ class ContainerService:
                 log.warning("not adopting %s: (%s, %s) already has a live record", info.name, uid, project)
                 continue
             full = self.ctx.runtime.inspect(cid) or info
-            self.ctx.store.insert_container(
-                uid=uid, user=lb.get(f"{LABEL}.user", str(uid)), project=project, docker_id=cid,
-                docker_name=info.name, image=lb.get(f"{LABEL}.image", info.image),
-                status=_STATUS_MAP.get(full.status, "exited"),
-                created_at=float(lb.get(f"{LABEL}.created_at") or self.ctx.clock()),
-                gpus=[g for g in lb.get(f"{LABEL}.gpus", "").split(",") if g],
-            )
+            gpus = [g for g in lb.get(f"{LABEL}.gpus", "").split(",") if g]
+            with self.ctx.store.transaction() as conn:
+                rec_id = self.ctx.store.insert_container(
+                    conn, uid=uid, user=lb.get(f"{LABEL}.user", str(uid)), project=project, docker_id=cid,
+                    docker_name=info.name, image=lb.get(f"{LABEL}.image", info.image),
+                    status=_STATUS_MAP.get(full.status, "exited"),
+                    created_at=float(lb.get(f"{LABEL}.created_at") or self.ctx.clock()), gpus=gpus,
+                )
+                # its env names these devices: hold them again if nobody else does
+                held = self.ctx.store.held_devices(conn)
+                mine = {g: self.ctx.inventory.device(g).equivalents for g in gpus
+                        if g not in held and self.ctx.inventory.device(g) is not None}
+                rec = self.ctx.store.get_container(rec_id)
+                self.ctx.store.allocate(conn, rec, mine, self.ctx.clock())
             self.ctx.events.emit("container.adopt", user=lb.get(f"{LABEL}.user"), uid=uid, target=project,
                                  reason="found in the engine at daemon start")
             adopted += 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ds01.daemon.events import EventLog
+from ds01.gpu.inventory import EmptySource, Inventory, InventorySource
 from ds01.models.config import Config
 from ds01.runtime.base import RuntimeBackend
 from ds01.state.db import Store
@@ -20,3 +21,5 @@ class Context:
     events: EventLog
     instance: str = "default"
     clock: Callable[[], float] = field(default=time.time)
+    gpu_source: InventorySource = field(default_factory=EmptySource)
+    inventory: Inventory = field(default_factory=Inventory)

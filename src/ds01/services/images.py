@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -133,6 +134,16 @@ def user_image_owner(ref: str) -> str | None:
 
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# The CA prologue/epilogue every generated RUN carries (see ds01.images.dockerfile): noise in a
+# failure message, so it is cut from the step shown to the user.
+_CA_NOISE = re.compile(r'set -eu;\s*|if \[ -n "\$\{DS01_CA_PEM:-\}" \]; then .*?; fi;\s*|;?\s*rm -f /tmp/ds01-ca\.pem')
+
+
+def clean_step(step: str) -> str:
+    """``Step 8/17 : RUN set -eu; if [ -n "${DS01_CA_PEM…; fi; pip install …; rm -f …`` →
+    ``Step 8/17 : RUN pip install …``."""
+    return " ".join(_CA_NOISE.sub("", step).split())
 
 
 class BuildLog:
@@ -145,25 +156,34 @@ class BuildLog:
         self._partial = ""
 
     def feed(self, text: str) -> None:
-        text = self._partial + text
+        text = self._partial + _ANSI_RE.sub("", text)
         lines = text.split("\n")
         self._partial = lines.pop()
         for line in lines:
             line = line.rstrip("\r")
             m = _STEP_RE.match(line)
             if m:
-                self.step, self.tail = line, []
+                self.step, self.tail = clean_step(line), []
             elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
                 self.tail = (self.tail + [line])[-TAIL_LINES:]
 
     def failure(self, message: str) -> BuildFailed:
         step = self.step or "(before the first step)"
+        m = _STEP_RE.match(step)
+        short = f"step {m.group(1)}/{m.group(2)} ({_shorten(m.group(3), 60)})" if m else step
+        code = re.search(r"returned a non-zero code: (\d+)\s*$", message)
+        why = f"the command exited with code {code.group(1)}" if code else _shorten(message, 300)
         return BuildFailed(
-            f"the build failed at {step}: {message}",
+            f"the build failed at {short}: {why}",
             "the lines above are the step's last output; fix the Dockerfile or requirements and build again "
             "(your previous image, if any, is unchanged)",
             {"step": step, "tail": self.tail, "engine": message},
         )
+
+
+def _shorten(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def image_view(info: ImageInfo, used_by: list[str]) -> dict[str, Any]:
@@ -180,6 +200,55 @@ def image_view(info: ImageInfo, used_by: list[str]) -> dict[str, Any]:
         "content_hash": lb.get(f"{L}.content_hash"),
         "used_by": used_by,
     }
+
+
+# Linux caps one environment string at MAX_ARG_STRLEN (128 KiB); build args become environment
+# variables of each RUN, so a bigger DS01_CA_PEM makes every RUN fail with "argument list too long".
+CA_ARG_LIMIT = 120_000
+_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
+
+
+def pem_certs(text: str) -> list[str]:
+    """The certificates of a PEM bundle, whitespace-normalised (so equal certs compare equal)."""
+    out = []
+    for m in _PEM_RE.finditer(text):
+        body = "".join(m.group(0).split()[2:-2])
+        out.append("-----BEGIN CERTIFICATE-----\n" + "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+                   + "\n-----END CERTIFICATE-----")
+    return out
+
+
+def ca_for_build(bundle: str, known: set[str], limit: int = CA_ARG_LIMIT) -> str:
+    """What to pass as DS01_CA_PEM. A bundle that fits is passed whole. A bigger one (the host's
+    full /etc/ssl/certs bundle, ~220 KB) is cut to the certificates that are *not* in ``known``
+    (Debian's Mozilla set): the lab's own CAs, e.g. a TLS-inspecting proxy or a private index,
+    which is what builds need beyond the image's own trust store. Raises ConfigError when even
+    that does not fit."""
+    from ds01.errors import ConfigError
+
+    if len(bundle) <= limit:
+        return bundle
+    extra = [c for c in dict.fromkeys(pem_certs(bundle)) if c not in known]
+    text = "\n".join(extra) + ("\n" if extra else "")
+    if len(text) > limit:
+        raise ConfigError(f"build.ca_bundle has {len(extra)} non-standard CA certificates ({len(text)} bytes); "
+                          f"at most {limit} bytes can be passed to a build",
+                          "point build.ca_bundle at a file with just the lab's own CA certificates")
+    return text
+
+
+def debian_known_cas(root: str = "/usr/share/ca-certificates/mozilla") -> set[str]:
+    """The host's Mozilla CA set (Debian's ca-certificates package), normalised."""
+    import glob
+
+    known: set[str] = set()
+    for path in glob.glob(os.path.join(root, "*.crt")):
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                known.update(pem_certs(f.read()))
+        except OSError:
+            pass
+    return known
 
 
 # --------------------------------------------------------------------------- the service
@@ -209,6 +278,7 @@ class ImageService:
         self._building: dict[int, int] = {}
         self._bootstrap = threading.Lock()
         self._driver: tuple[str | None] | None = None
+        self._known_cas: set[str] | None = None
 
     @property
     def cfg(self):
@@ -351,11 +421,16 @@ class ImageService:
         args: dict[str, str] = {}
         if b.ca_bundle:
             try:
-                with open(b.ca_bundle, encoding="utf-8") as f:
-                    args["DS01_CA_PEM"] = f.read()
+                with open(b.ca_bundle, encoding="utf-8", errors="replace") as f:
+                    pem = f.read()
             except OSError as e:  # fail closed: a configured CA that cannot be read is an admin error
                 raise DS01Error(f"the configured build CA bundle {b.ca_bundle} cannot be read ({e.strerror})",
                                 "ask an admin to fix build.ca_bundle in the config")
+            if self._known_cas is None:
+                self._known_cas = debian_known_cas()
+            pem = ca_for_build(pem, self._known_cas)
+            if pem:
+                args["DS01_CA_PEM"] = pem
         if b.pip_index_url:
             args["PIP_INDEX_URL"] = b.pip_index_url
         if b.pip_extra_index_url:

@@ -32,12 +32,46 @@ CREATE TABLE IF NOT EXISTS containers (
     ended_at    REAL,                   -- removed or found gone
     limits      TEXT NOT NULL DEFAULT '{}',
     gpus        TEXT NOT NULL DEFAULT '[]',
-    workspace   TEXT NOT NULL DEFAULT ''
+    workspace   TEXT NOT NULL DEFAULT '',
+    ports       TEXT NOT NULL DEFAULT '[]',  -- [[container port, host ip, host port], ...]
+    request     TEXT NOT NULL DEFAULT '{}'   -- the GPU request, to re-allocate on restart
 );
 -- one live container per (user, project)
 CREATE UNIQUE INDEX IF NOT EXISTS containers_live ON containers(uid, project)
     WHERE status NOT IN ('removed', 'gone');
 CREATE INDEX IF NOT EXISTS containers_docker ON containers(docker_id);
+
+-- GPU allocations: an open row (end IS NULL) holds a device. The unique index makes holding a
+-- device twice impossible even if a bug bypassed the allocator.
+CREATE TABLE IF NOT EXISTS allocations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    container   INTEGER NOT NULL REFERENCES containers(id),
+    uid         INTEGER NOT NULL,
+    user        TEXT NOT NULL,
+    project     TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    equivalents REAL NOT NULL,
+    start       REAL NOT NULL,
+    end         REAL,
+    end_reason  TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS allocations_held ON allocations(device) WHERE end IS NULL;
+CREATE INDEX IF NOT EXISTS allocations_uid ON allocations(uid, end);
+
+CREATE TABLE IF NOT EXISTS queue (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid         INTEGER NOT NULL,
+    user        TEXT NOT NULL,
+    project     TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    image       TEXT NOT NULL,
+    ports       TEXT NOT NULL DEFAULT '[]',
+    enqueued_at REAL NOT NULL,
+    status      TEXT NOT NULL,          -- waiting | served | cancelled | failed
+    ended_at    REAL,
+    note        TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_waiting ON queue(uid, project) WHERE status = 'waiting';
 
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,7 +87,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
 
-LIVE = ("created", "running", "exited")
+LIVE = ("creating", "created", "running", "exited")
 
 
 @dataclass
@@ -73,13 +107,23 @@ class ContainerRecord:
     limits: dict[str, Any] = field(default_factory=dict)
     gpus: list[str] = field(default_factory=list)
     workspace: str = ""
+    ports: list = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "ContainerRecord":
         d = dict(row)
         d["limits"] = json.loads(d["limits"] or "{}")
         d["gpus"] = json.loads(d["gpus"] or "[]")
+        d["ports"] = json.loads(d.get("ports") or "[]")
+        d["request"] = json.loads(d.get("request") or "{}")
         return cls(**d)
+
+
+def _encode(fields: dict[str, Any]) -> None:
+    for k in ("limits", "gpus", "ports", "request"):
+        if k in fields and not isinstance(fields[k], str):
+            fields[k] = json.dumps(fields[k])
 
 
 class Store:
@@ -92,7 +136,15 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Bring a state DB written by an older ds01d up to this schema (additive changes only)."""
+        cols = {r[1] for r in self._conn.execute("PRAGMA table_info(containers)")}
+        for name, decl in (("ports", "TEXT NOT NULL DEFAULT '[]'"), ("request", "TEXT NOT NULL DEFAULT '{}'")):
+            if name not in cols:
+                self._conn.execute(f"ALTER TABLE containers ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -122,15 +174,16 @@ class Store:
     # -- containers ------------------------------------------------------------------------
     def live_container(self, uid: int, project: str) -> ContainerRecord | None:
         rows = self.query(
-            "SELECT * FROM containers WHERE uid=? AND project=? AND status IN (?,?,?)", (uid, project, *LIVE)
+            "SELECT * FROM containers WHERE uid=? AND project=? AND status IN (?,?,?,?)", (uid, project, *LIVE)
         )
         return ContainerRecord.from_row(rows[0]) if rows else None
 
     def live_containers(self, uid: int | None = None) -> list[ContainerRecord]:
         if uid is None:
-            rows = self.query("SELECT * FROM containers WHERE status IN (?,?,?) ORDER BY id", LIVE)
+            rows = self.query("SELECT * FROM containers WHERE status IN (?,?,?,?) ORDER BY id", LIVE)
         else:
-            rows = self.query("SELECT * FROM containers WHERE uid=? AND status IN (?,?,?) ORDER BY id", (uid, *LIVE))
+            rows = self.query("SELECT * FROM containers WHERE uid=? AND status IN (?,?,?,?) ORDER BY id",
+                              (uid, *LIVE))
         return [ContainerRecord.from_row(r) for r in rows]
 
     def container_by_docker_id(self, docker_id: str) -> ContainerRecord | None:
@@ -139,9 +192,7 @@ class Store:
 
     def insert_container(self, conn: sqlite3.Connection | None = None, **fields: Any) -> int:
         fields = dict(fields)
-        for k in ("limits", "gpus"):
-            if k in fields and not isinstance(fields[k], str):
-                fields[k] = json.dumps(fields[k])
+        _encode(fields)
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
         sql = f"INSERT INTO containers ({cols}) VALUES ({marks})"
@@ -151,9 +202,7 @@ class Store:
 
     def update_container(self, rec_id: int, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         fields = dict(fields)
-        for k in ("limits", "gpus"):
-            if k in fields and not isinstance(fields[k], str):
-                fields[k] = json.dumps(fields[k])
+        _encode(fields)
         sets = ", ".join(f"{k}=?" for k in fields)
         sql = f"UPDATE containers SET {sets} WHERE id=?"
         args = (*fields.values(), rec_id)
@@ -161,6 +210,54 @@ class Store:
             conn.execute(sql, args)
         else:
             self.execute(sql, args)
+
+    def get_container(self, rec_id: int) -> ContainerRecord | None:
+        rows = self.query("SELECT * FROM containers WHERE id=?", (rec_id,))
+        return ContainerRecord.from_row(rows[0]) if rows else None
+
+    # -- allocations -----------------------------------------------------------------------
+    def held_devices(self, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+        """device uuid -> container record id, for every open allocation."""
+        c = conn or self._conn
+        with self._lock:
+            return {r["device"]: r["container"] for r in c.execute(
+                "SELECT device, container FROM allocations WHERE end IS NULL")}
+
+    def holding(self, uid: int, conn: sqlite3.Connection | None = None) -> float:
+        c = conn or self._conn
+        with self._lock:
+            row = c.execute("SELECT COALESCE(SUM(equivalents), 0) FROM allocations WHERE uid=? AND end IS NULL",
+                            (uid,)).fetchone()
+        return float(row[0])
+
+    def open_allocations(self, container: int | None = None) -> list[dict[str, Any]]:
+        if container is None:
+            rows = self.query("SELECT * FROM allocations WHERE end IS NULL ORDER BY id")
+        else:
+            rows = self.query("SELECT * FROM allocations WHERE end IS NULL AND container=? ORDER BY id", (container,))
+        return [dict(r) for r in rows]
+
+    def allocate(self, conn: sqlite3.Connection, rec: "ContainerRecord", devices: dict[str, float],
+                 now: float) -> None:
+        for uuid, eq in devices.items():
+            conn.execute(
+                "INSERT INTO allocations (container, uid, user, project, device, equivalents, start)"
+                " VALUES (?,?,?,?,?,?,?)", (rec.id, rec.uid, rec.user, rec.project, uuid, eq, now))
+
+    def release(self, container: int, now: float, reason: str, conn: sqlite3.Connection | None = None) -> int:
+        sql = "UPDATE allocations SET end=?, end_reason=? WHERE container=? AND end IS NULL"
+        if conn is not None:
+            return conn.execute(sql, (now, reason, container)).rowcount
+        with self._lock:
+            return self._conn.execute(sql, (now, reason, container)).rowcount
+
+    def allocation_history(self, since: float) -> list[dict[str, Any]]:
+        rows = self.query("SELECT * FROM allocations WHERE end IS NULL OR end >= ? ORDER BY id", (since,))
+        return [dict(r) for r in rows]
+
+    # -- queue -----------------------------------------------------------------------------
+    def waiting(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM queue WHERE status='waiting' ORDER BY id")]
 
     # -- events ----------------------------------------------------------------------------
     def add_event(self, ev: dict[str, Any]) -> None:

@@ -24,13 +24,37 @@ user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on 
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
 
+def gpu_options(f):
+    """--gpus / --gpu-profile / --mig / --queue, shared by create and deploy."""
+    for opt in reversed([
+        click.option("--gpus", type=int, metavar="N", help="N whole GPUs"),
+        click.option("--gpu-profile", metavar="PROFILE", help="one MIG instance of PROFILE, e.g. 3g.40gb"),
+        click.option("--mig", type=int, metavar="N", help="N MIG instances (smallest that fit)"),
+        click.option("--queue", is_flag=True, help="if no device is free now, wait in the fair queue"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def gpu_body(gpus: int | None, gpu_profile: str | None, mig: int | None, queue: bool) -> dict:
+    return {"gpus": gpus, "gpu_profile": gpu_profile, "mig": mig, "queue": queue}
+
+
+def print_queued(out: dict) -> None:
+    ok(f"no device is free now: {out['request']} for {out['project']} is queued "
+       f"(position {out['position']}, request id {out['queue_id']})")
+    click.echo("  it starts automatically when devices free up; watch it with 'gpu-queue'")
+
+
 @click.command()
 @click.argument("project")
 @click.option("--image", metavar="IMG", help="image to use (default: your project's image, else the lab's base)")
-@click.option("--cpu-only", is_flag=True, help="no GPU (the default until GPUs are requested)")
+@click.option("--cpu-only", is_flag=True, help="no GPU (the default when no GPU option is given)")
+@gpu_options
 @user_opt
 @json_opt
-def create(project: str, image: str | None, cpu_only: bool, user: str | None, as_json: bool) -> None:
+def create(project: str, image: str | None, cpu_only: bool, gpus: int | None, gpu_profile: str | None,
+           mig: int | None, queue: bool, user: str | None, as_json: bool) -> None:
     """Create (but do not start) the container of PROJECT.
 
     Your workspace ~/workspace/PROJECT is created if missing and mounted at /workspace.
@@ -38,13 +62,17 @@ def create(project: str, image: str | None, cpu_only: bool, user: str | None, as
     \b
     Example:
       container-create thesis
-      container-create thesis --image ds01/base:latest
+      container-create thesis --gpus 1
+      container-create thesis --gpu-profile 3g.40gb --queue
     """
     out = Client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
-                                                     "user": user})
+                                                     "user": user, **gpu_body(gpus, gpu_profile, mig, queue)})
     if as_json:
         return print_json(out)
-    ok(f"created container {out['name']} for project {project} (image {out['image']})")
+    if out.get("queued"):
+        return print_queued(out)
+    gpus_txt = f", GPUs {', '.join(out['gpus'])}" if out.get("gpus") else ""
+    ok(f"created container {out['name']} for project {project} (image {out['image']}{gpus_txt})")
     click.echo(f"  workspace: {out['workspace']} → /workspace")
     click.echo(f"  next: container-start {project}   or   container-run {project}")
 

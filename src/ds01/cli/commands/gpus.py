@@ -1,0 +1,109 @@
+"""GPU commands: the inventory with holders, your limits, the fair queue."""
+
+from __future__ import annotations
+
+import click
+
+from ds01.cli.output import ago, print_json, table
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+
+
+def _client():
+    from ds01.client.http import Client
+
+    return Client()
+
+
+@click.command()
+@json_opt
+def gpus(as_json: bool) -> None:
+    """Every GPU and MIG instance, and who holds it.
+
+    \b
+    Example:
+      ds01 gpus
+      ds01 gpus --json
+    """
+    from ds01.units import format_size
+
+    inv = _client().call("GET", "/v1/gpus")
+    if as_json:
+        return print_json(inv)
+    rows = []
+    for d in inv["devices"]:
+        if not d["allocatable"]:
+            kind = f"{d['name']} (MIG-split)"
+        else:
+            kind = d["profile"] if d["kind"] == "mig" else d["name"]
+        h = d["holder"]
+        u = d["utilization"]
+        rows.append([d["label"], kind, format_size(d["memory_bytes"]), f"{d['equivalents']:.2f}" if d["allocatable"] else "-",
+                     f"{h['user']}/{h['project']}" if h else ("free" if d["allocatable"] else "-"),
+                     ago(h["since"]) if h else "",
+                     "-" if not u or u["gpu_percent"] is None else f"{u['gpu_percent']:.0f}%", d["uuid"]])
+    table(["gpu", "device", "memory", "equiv", "holder", "since", "util", "uuid"], rows, empty="no GPUs on this host")
+    click.echo(f"free: {inv['free_equivalents']} of {inv['total_equivalents']} GPU-equivalents; "
+               f"queued requests: {inv['queue_length']}; driver {inv['driver_version'] or '-'} ({inv['source']})")
+
+
+@click.command()
+@click.option("--user", metavar="USER", help="(admins) show USER's limits")
+@json_opt
+def check_limits(user: str | None, as_json: bool) -> None:
+    """Your limits, what you use now, and what is left.
+
+    \b
+    Example:
+      check-limits
+      ds01 quota --json
+    """
+    from ds01.units import format_duration, format_size
+
+    out = _client().call("GET", "/v1/limits", params={"user": user})
+    if as_json:
+        return print_json(out)
+    lim, use, left = out["limits"], out["usage"], out["left"]
+    click.echo(f"{out['user']}" + (f" (group {out['group']})" if out["group"] else " (defaults)"))
+    rows = [
+        ["GPUs (equivalents)", lim["max_gpus"], use["gpus"], left["gpus"]],
+        ["containers", lim["max_containers"], use["containers"], left["containers"]],
+        ["GPUs per container", lim["max_gpus_per_container"], "", ""],
+        ["whole GPUs allowed", "yes" if lim["allow_full_gpu"] else "no", "", ""],
+        ["MIG allowed", "yes" if lim["allow_mig"] else "no", "", ""],
+        ["CPUs per container", lim["cpus"], "", ""],
+        ["memory per container", format_size(lim["memory"]), "", ""],
+        ["max runtime", format_duration(lim["max_runtime"]), "", ""],
+        ["idle timeout", format_duration(lim["idle_timeout"]), "", ""],
+        ["GPU kept after stop", format_duration(lim["gpu_hold_after_stop"]), "", ""],
+        ["priority weight", lim["priority_weight"], "", ""],
+    ]
+    table(["limit", "value", "used", "left"], rows)
+
+
+@click.command()
+@click.option("--cancel", "cancel_id", type=int, metavar="ID", help="cancel your waiting request ID")
+@click.option("--all-users", is_flag=True, help="(admins) everyone's requests")
+@json_opt
+def gpu_queue(cancel_id: int | None, all_users: bool, as_json: bool) -> None:
+    """Your requests waiting for a GPU, in fair-share order.
+
+    \b
+    Example:
+      gpu-queue
+      gpu-queue --cancel 12
+    """
+    from ds01.cli.output import ok
+    from ds01.units import format_duration
+
+    c = _client()
+    if cancel_id is not None:
+        out = c.call("POST", f"/v1/queue/{cancel_id}/cancel", {})
+        return print_json(out) if as_json else ok(f"cancelled request {cancel_id}")
+    rows = c.call("GET", "/v1/queue", params={"all_users": all_users})
+    if as_json:
+        return print_json(rows)
+    table(["id", "position", "user", "project", "waiting for", "waited", "estimate"],
+          ([r["id"], r["position"], r["user"], r["project"], r["request"], format_duration(r["waiting_s"]),
+            "-" if r["estimate_s"] is None else f"≤ {format_duration(r['estimate_s'])}"] for r in rows),
+          empty="no requests waiting")

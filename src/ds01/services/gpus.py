@@ -1,0 +1,190 @@
+"""GPU-facing services: inventory with holders, limits/usage (quota), the fair queue, and the
+periodic work that releases held devices and serves the queue."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ds01.errors import CapacityExhausted, DS01Error, NotFound
+from ds01.policy.allocation import GpuRequest
+from ds01.policy.queue import QueueEntry, UsageRecord, decay, next_servable, order
+from ds01.services.containers import ContainerService
+from ds01.services.identity import Caller, caller_from_uid
+
+log = logging.getLogger("ds01d")
+
+
+class GpuService:
+    def __init__(self, containers: ContainerService):
+        self.containers = containers
+        self.ctx = containers.ctx
+
+    # -- views -----------------------------------------------------------------------------
+    def inventory(self) -> dict[str, Any]:
+        held = {a["device"]: a for a in self.ctx.store.open_allocations()}
+        util = {}
+        try:
+            util = self.ctx.gpu_source.utilization()
+        except DS01Error as e:
+            log.warning("GPU utilization unavailable: %s", e.message)
+        devices = []
+        for d in self.ctx.inventory.devices:
+            row = d.to_dict()
+            row["equivalents"] = d.equivalents
+            row["allocatable"] = d in self.ctx.inventory.allocatable
+            a = held.get(d.uuid)
+            row["holder"] = {"user": a["user"], "project": a["project"], "since": a["start"]} if a else None
+            u = util.get(d.uuid)
+            row["utilization"] = None if u is None else {"gpu_percent": u.gpu_percent,
+                                                         "memory_used_bytes": u.memory_used_bytes}
+            devices.append(row)
+        total = sum(d.equivalents for d in self.ctx.inventory.allocatable)
+        used = sum(a["equivalents"] for a in held.values())
+        return {"driver_version": self.ctx.inventory.driver_version, "cuda_version": self.ctx.inventory.cuda_version,
+                "source": getattr(self.ctx.gpu_source, "kind", type(self.ctx.gpu_source).__name__),
+                "devices": devices, "total_equivalents": round(total, 4), "free_equivalents": round(total - used, 4),
+                "queue_length": len(self.ctx.store.waiting())}
+
+    def limits(self, who: Caller) -> dict[str, Any]:
+        lim = self.containers.limits_for(who)
+        holding = self.ctx.store.holding(who.uid)
+        live = self.ctx.store.live_containers(who.uid)
+        return {
+            "user": who.name,
+            "group": lim.group,
+            "limits": lim.to_dict(),
+            "sources": lim.sources,
+            "usage": {"gpus": round(holding, 4), "containers": len(live)},
+            "left": {"gpus": round(max(0.0, lim.max_gpus - holding), 4),
+                     "containers": max(0, lim.max_containers - len(live))},
+        }
+
+    # -- queue -----------------------------------------------------------------------------
+    def _entries(self) -> list[tuple[QueueEntry, dict]]:
+        out = []
+        for row in self.ctx.store.waiting():
+            req = GpuRequest.from_dict(json.loads(row["request"]))
+            out.append((QueueEntry(id=row["id"], user=row["user"], request=req, enqueued_at=row["enqueued_at"],
+                                   seq=row["id"]), row))
+        return out
+
+    def _ordered(self) -> list[tuple[QueueEntry, dict]]:
+        now = self.ctx.clock()
+        q = self.ctx.config.queue
+        entries = self._entries()
+        rows = self.ctx.store.allocation_history(now - 10 * q.half_life)
+        usage = decay([UsageRecord(r["user"], r["start"], r["end"], r["equivalents"]) for r in rows], now,
+                      q.half_life)
+        weights = {}
+        for e, row in entries:
+            try:
+                weights[e.user] = self.containers.limits_for(
+                    caller_from_uid(row["uid"], None, self.ctx.config.admin_group)).priority_weight
+            except DS01Error:
+                weights[e.user] = 1.0
+        by_id = {e.id: (e, row) for e, row in entries}
+        return [by_id[e.id] for e in order([e for e, _ in entries], usage, weights, now, q.aging)]
+
+    def queue(self, who: Caller | None) -> list[dict[str, Any]]:
+        """The waiting requests in serving order, with an estimate from holders' max runtimes."""
+        ordered = self._ordered()
+        now = self.ctx.clock()
+        estimate = self._estimate(now)
+        out = []
+        for pos, (e, row) in enumerate(ordered, start=1):
+            if who is not None and row["uid"] != who.uid:
+                continue
+            out.append({"id": e.id, "position": pos, "user": e.user, "project": row["project"],
+                        "request": e.request.describe(), "waiting_s": round(now - e.enqueued_at, 1),
+                        "estimate_s": estimate})
+        return out
+
+    def _estimate(self, now: float) -> float | None:
+        """Seconds until the first device frees at the latest: the soonest max_runtime end among
+        current holders (an upper bound; they may finish earlier)."""
+        ends = []
+        for a in self.ctx.store.open_allocations():
+            rec = self.ctx.store.get_container(a["container"])
+            if rec is None:
+                continue
+            try:
+                lim = self.containers.limits_for(caller_from_uid(rec.uid, None, self.ctx.config.admin_group))
+            except DS01Error:
+                continue
+            started = rec.started_at or rec.created_at
+            ends.append(max(0.0, started + lim.max_runtime - now))
+        return round(min(ends), 0) if ends else None
+
+    def cancel(self, who: Caller, queue_id: int) -> dict[str, Any]:
+        rows = self.ctx.store.query("SELECT * FROM queue WHERE id=? AND status='waiting'", (queue_id,))
+        if not rows or (rows[0]["uid"] != who.uid and not who.is_admin):
+            raise NotFound(f"you have no waiting request {queue_id}", "'gpu-queue' lists yours")
+        self.ctx.store.execute("UPDATE queue SET status='cancelled', ended_at=? WHERE id=?",
+                               (self.ctx.clock(), queue_id))
+        self.ctx.events.emit("queue.cancel", user=rows[0]["user"], uid=rows[0]["uid"], target=rows[0]["project"])
+        return {"cancelled": queue_id}
+
+    def serve_queue(self) -> list[dict[str, Any]]:
+        """Start every queued request that fits now, in fair-share order (called each tick and
+        whenever devices are released)."""
+        ordered = self._ordered()
+        if not ordered:
+            return []
+        held = self.ctx.store.held_devices()
+        servable = next_servable([e for e, _ in ordered], self.ctx.inventory, held)
+        rows = {e.id: row for e, row in ordered}
+        served = []
+        for entry, _alloc in servable:
+            row = rows[entry.id]
+            try:
+                who = caller_from_uid(row["uid"], None, self.ctx.config.admin_group)
+                out = self.containers.deploy(who, who, row["project"], image=row["image"], request=entry.request,
+                                             ports=json.loads(row["ports"] or "[]"), queue=False)
+            except CapacityExhausted:
+                continue  # someone was faster; stays queued
+            except DS01Error as e:
+                self.ctx.store.execute("UPDATE queue SET status='failed', ended_at=?, note=? WHERE id=?",
+                                       (self.ctx.clock(), e.message, entry.id))
+                self.ctx.events.emit("queue.failed", user=row["user"], uid=row["uid"], target=row["project"],
+                                     result="error", reason=e.message)
+                continue
+            self.ctx.store.execute("UPDATE queue SET status='served', ended_at=? WHERE id=?",
+                                   (self.ctx.clock(), entry.id))
+            waited = self.ctx.clock() - entry.enqueued_at
+            self.ctx.events.emit("queue.served", user=row["user"], uid=row["uid"], target=row["project"],
+                                 data={"gpus": out.get("gpus"), "waited_s": round(waited, 1)})
+            self._notify(who, row["project"],
+                         f"your queued GPU request for '{row['project']}' started after {waited:.0f}s "
+                         f"(devices {', '.join(out.get('gpus') or [])}); open it with 'container-run {row['project']}'")
+            served.append(out)
+        return served
+
+    def _notify(self, who: Caller, project: str, text: str) -> None:
+        from ds01.services.notify import notify
+
+        try:
+            notify(who, project, text, self.ctx.config.containers.workspace_base, self.ctx.clock())
+        except Exception:  # a failed message must not undo a served request
+            log.exception("could not notify %s", who.name)
+
+    # -- periodic --------------------------------------------------------------------------
+    def release_expired_holds(self) -> int:
+        """Devices of containers stopped longer than their owner's ``gpu_hold_after_stop``."""
+        now = self.ctx.clock()
+        released = 0
+        for rec in self.ctx.store.live_containers():
+            if rec.status != "exited" or not rec.gpus or not rec.stopped_at:
+                continue
+            try:
+                lim = self.containers.limits_for(caller_from_uid(rec.uid, None, self.ctx.config.admin_group))
+            except DS01Error:
+                continue
+            if now - rec.stopped_at >= lim.gpu_hold_after_stop:
+                n = self.ctx.store.release(rec.id, now, "hold after stop expired")
+                if n:
+                    released += n
+                    self.ctx.events.emit("gpu.release", user=rec.user, uid=rec.uid, target=rec.project,
+                                         reason="gpu_hold_after_stop expired")
+        return released

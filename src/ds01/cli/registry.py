@@ -26,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image-update": ("ds01.cli.commands.images:update", "Add/remove packages of a project's image and rebuild it"),
     "image-list": ("ds01.cli.commands.images:list_", "List your images, or the catalog of framework images"),
     "image-delete": ("ds01.cli.commands.images:delete", "Delete a project's image (never the workspace)"),
+    # L3: orchestrators (one daemon call each; rollback in the daemon)
+    "container-deploy": ("ds01.cli.commands.workflows:container_deploy", "Create + start a project's container, then open a shell"),
+    "container-retire": ("ds01.cli.commands.workflows:container_retire", "Stop + remove a project's container, free its GPUs"),
+    # L4: wizards (interactive on a terminal, or all by flags with --yes)
+    "user-setup": ("ds01.cli.commands.wizards:user_setup", "Check your account once: workspace, daemon, git, SSH"),
+    "project-init": ("ds01.cli.commands.wizards:project_init", "New project: folders, requirements, Dockerfile, README, git"),
+    "project-launch": ("ds01.cli.commands.wizards:project_launch", "Build the image if needed, start the container, open a shell"),
     # admin
     "admin": ("ds01.cli.commands.admin:admin", "Admin tasks (e.g. 'ds01 admin base-image bootstrap')"),
     # GPUs and fair share

@@ -1,12 +1,11 @@
 """The CLI's side of the API: JSON over HTTP on the daemon's Unix socket.
 
-Stdlib only (http.client), so every CLI command starts fast. Errors sent by the daemon are
+Stdlib only and no http.client (see _Response), so every CLI command starts fast. Errors sent by the daemon are
 re-raised as the same DS01Error class (the code travels over the wire).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from pathlib import Path
@@ -16,17 +15,65 @@ from urllib.parse import quote, urlencode
 from ds01.errors import DaemonUnavailable, DS01Error, from_dict
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class _Response:
+    """Just enough HTTP/1.1 for one request on a local socket: status, headers, and a body framed by
+    Content-Length, chunked encoding, or connection close.
 
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
+    Why not ``http.client``: importing it (with ``email`` and ``ssl``) costs ~40 ms, paid by every
+    CLI command; a client that only ever talks to our own daemon on a Unix socket needs none of it.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._f = sock.makefile("rb")
+        line = self._f.readline(65537)
+        parts = line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise DS01Error(f"the daemon sent an invalid response: {line[:80]!r}")
+        self.status = int(parts[1])
+        self.headers: dict[str, str] = {}
+        while True:
+            h = self._f.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._left = int(self.headers["content-length"]) if "content-length" in self.headers else None
+        self._buf = b""
+
+    def _chunks(self) -> Iterator[bytes]:
+        if self._chunked:
+            while True:
+                size = int(self._f.readline(1024).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self._f.readline(1024)
+                    return
+                data = self._f.read(size)
+                self._f.readline(3)
+                yield data
+        elif self._left is not None:
+            while self._left > 0:
+                data = self._f.read1(min(self._left, 65536))
+                if not data:
+                    return
+                self._left -= len(data)
+                yield data
+        else:
+            while data := self._f.read1(65536):
+                yield data
+
+    def read(self) -> bytes:
+        return b"".join(self._chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        buf = b""
+        for chunk in self._chunks():
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield line
+        if buf:
+            yield buf
 
 
 def q(segment: str) -> str:
@@ -50,25 +97,36 @@ class Client:
             clean = {k: ("1" if v is True else v) for k, v in params.items() if v not in (None, False)}
             if clean:
                 path = f"{path}?{urlencode(clean, doseq=True)}"
-        conn = _UnixConnection(self.socket_path, self.timeout)
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        head += f"Content-Length: {len(payload)}\r\n\r\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            return conn, conn.getresponse()
+            sock.connect(self.socket_path)
+            sock.sendall(head.encode("latin-1") + payload)
+            return sock, _Response(sock)
         except (FileNotFoundError, ConnectionRefusedError) as e:
+            sock.close()
             raise DaemonUnavailable(
                 f"cannot reach the DS01 daemon at {self.socket_path} ({e.strerror or e})",
                 "ask an admin to start ds01d (or set DS01_SOCKET / DS01_ROOT to where it runs)",
             ) from None
         except PermissionError:
+            sock.close()
             raise DaemonUnavailable(
                 f"permission denied opening {self.socket_path}",
                 "the socket should be world-connectable; ask an admin to check ds01d's socket_mode",
             ) from None
+        except OSError as e:
+            sock.close()
+            raise DaemonUnavailable(f"lost the connection to the DS01 daemon ({e})",
+                                    "try again; if it persists, ask an admin to check ds01d") from None
 
     @staticmethod
-    def _raise_for(resp: http.client.HTTPResponse, raw: bytes) -> None:
+    def _raise_for(resp: _Response, raw: bytes) -> None:
         try:
             data = json.loads(raw or b"{}")
         except ValueError:
@@ -81,6 +139,8 @@ class Client:
         conn, resp = self._open(method, path, body, params)
         try:
             raw = resp.read()
+        except OSError as e:
+            raise DaemonUnavailable(f"lost the connection to the DS01 daemon ({e})") from None
         finally:
             conn.close()
         if resp.status >= 400:
@@ -93,10 +153,7 @@ class Client:
         try:
             if resp.status >= 400:
                 self._raise_for(resp, resp.read())
-            while True:
-                line = resp.readline()
-                if not line:
-                    break
+            for line in resp.lines():
                 if not line.strip():
                     continue
                 item = json.loads(line)

@@ -70,9 +70,11 @@ def caller(request: web.Request) -> Caller:
 class Api:
     def __init__(self, ctx: Context):
         from ds01.services.gpus import GpuService
+        from ds01.services.images import ImageService
 
         self.ctx = ctx
-        self.containers = ContainerService(ctx, on_release=self.kick)
+        self.images = ImageService(ctx)
+        self.containers = ContainerService(ctx, on_release=self.kick, images=self.images)
         self.gpu = GpuService(self.containers)
         self.wakeup: asyncio.Event | None = None  # set by the daemon's loop; kick() wakes it
 
@@ -242,5 +244,7 @@ def build_app(ctx: Context) -> web.Application:
         web.post("/v1/containers/{ref}/remove", a.remove_container),
         web.get("/v1/containers/{ref}/exec", a.exec_container),
     ])
-    from ds01.daemon.routes_images import register as register_images; register_images(app, a)
+    from ds01.daemon.routes_images import register as register_images
+
+    register_images(app, a)
     return app

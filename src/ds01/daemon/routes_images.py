@@ -154,9 +154,8 @@ def _chain(first: Any, gen: Iterator[dict]) -> Iterator[dict]:
 
 def register(app: web.Application, api: Api) -> None:
     """Add the image routes (called from ``build_app``)."""
-    images = ImageService(api.ctx)
+    images = api.images
     app[IMAGES] = images
-    api.images = images  # type: ignore[attr-defined]  # e.g. for ContainerService's default image
     r = ImageRoutes(api, images)
     app.add_routes([
         web.get("/v1/images", r.list),

@@ -8,8 +8,9 @@ Steps (``bootstrap`` yields one progress line per step and per debootstrap line)
    falling back to deb.debian.org. Downloaded .debs are kept in ``cache_dir`` (debootstrap's
    ``--cache-dir``), so a re-bootstrap only downloads what changed; debootstrap verifies the
    cached files against the signed Release, so the cache can never serve a stale package.
-2. The host's apt sources are copied into the rootfs when they name the same suite, so
-   ``apt-get`` in user builds also sees the updates/security suites.
+2. ``/etc/apt/sources.list.d/debian.sources`` in the rootfs names the same mirror with the
+   ``-updates`` and (from the host's sources) ``-security`` suites, so ``apt-get`` in user builds
+   gets fixes. Only Debian archives are taken from the host; third-party repositories are not.
 3. ``python3 -m venv /opt/venv`` inside the rootfs, made writable by everyone (``a+rwX``):
    containers run as the user's own uid, and ``pip install`` there must work without root
    (builds run as root and can install anyway). ``PATH`` puts ``/opt/venv/bin`` first, so
@@ -52,33 +53,48 @@ def import_changes(venv: str = VENV, workdir: str = "/workspace", suite: str = "
     ]
 
 
-def mirror_from_sources(texts: list[str]) -> str | None:
-    """The first Debian archive URI in apt sources: one-line (``deb URI suite comp``) or deb822
-    (``URIs: …``) format. Security mirrors are skipped (debootstrap needs the main archive)."""
+def mirrors_from_sources(texts: list[str]) -> tuple[str | None, str | None]:
+    """(main archive, security archive): the first Debian URIs in apt sources, one-line
+    (``deb [opts] URI suite comp``) or deb822 (``URIs: …``) format. Only URIs whose path ends in
+    ``/debian`` or ``/debian-security`` count, so third-party repositories are ignored."""
+    main = security = None
     for text in texts:
         for line in text.splitlines():
-            s = line.strip()
+            s = re.sub(r"\[[^\]]*\]", " ", line.strip())  # drop "[arch=… signed-by=…]"
             uris: list[str] = []
-            if s.startswith("deb ") and not s.startswith("deb-src"):
-                parts = [p for p in s.split()[1:] if not p.startswith("[")]
-                # a bracketed option block may span several words: "[arch=amd64 signed-by=…]"
-                parts = [p for p in parts if "=" not in p and not p.endswith("]")]
-                uris = parts[:1]
+            if s.startswith("deb "):
+                uris = s.split()[1:2]
             elif s.lower().startswith("uris:"):
                 uris = s.split(":", 1)[1].split()
             for u in uris:
-                if u.startswith(("http://", "https://")) and "security" not in u:
-                    return u.rstrip("/")
-    return None
+                u = u.rstrip("/")
+                if not u.startswith(("http://", "https://")):
+                    continue
+                if u.endswith("/debian-security") and security is None:
+                    security = u
+                elif u.endswith("/debian") and main is None:
+                    main = u
+    return main, security
+
+
+def apt_sources(suite: str, mirror: str, security: str | None) -> str:
+    """The image's /etc/apt/sources.list.d/debian.sources: the suite, its updates and (when the
+    host has one, or for the default mirror) its security archive, so builds get fixes."""
+    security = security or (DEFAULT_MIRROR + "-security" if mirror == DEFAULT_MIRROR else None)
+    out = (f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\nComponents: main\n"
+           "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    if security:
+        out += (f"\nTypes: deb\nURIs: {security}\nSuites: {suite}-security\nComponents: main\n"
+                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    return out
 
 
 def host_sources() -> list[str]:
-    """The host's apt source files' texts (missing files are skipped)."""
+    """The texts of the host's apt source files (unreadable ones are skipped)."""
     texts = []
-    candidates = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
-    for p in candidates:
+    for p in [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*")):
         try:
-            if p.is_file() and p.suffix in (".list", ".sources", ""):
+            if p.is_file():
                 texts.append(p.read_text(errors="replace"))
         except OSError:
             pass
@@ -106,22 +122,11 @@ def _stream(cmd: list[str], what: str, env: dict[str, str] | None = None) -> Ite
                           {"step": what, "tail": tail})
 
 
-def _host_sources_for(suite: str) -> list[tuple[str, str]]:
-    out = []
-    for p in [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*")):
-        try:
-            text = p.read_text(errors="replace") if p.is_file() else ""
-        except OSError:
-            continue
-        if re.search(rf"\b{re.escape(suite)}\b", text):
-            out.append((p.name, text))
-    return out
-
-
 def build_rootfs(suite: str, workdir: Path, cache_dir: Path | None, mirror: str | None = None) -> Iterator[str]:
     """Steps 1-3 of the module doc into ``workdir/rootfs``; yields progress lines."""
     rootfs = workdir / "rootfs"
-    mirror = mirror or mirror_from_sources(host_sources()) or DEFAULT_MIRROR
+    host_main, host_security = mirrors_from_sources(host_sources())
+    mirror = mirror or host_main or DEFAULT_MIRROR
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,14 +134,11 @@ def build_rootfs(suite: str, workdir: Path, cache_dir: Path | None, mirror: str 
     cmd += [suite, str(rootfs), mirror]
     yield f"[1/4] debootstrap {suite} from {mirror} (a few minutes)"
     yield from _stream(cmd, "debootstrap")
-    sources = _host_sources_for(suite)
-    if sources:
-        yield "[2/4] using the host's apt sources for " + suite
-        (rootfs / "etc/apt/sources.list").write_text("")
-        d = rootfs / "etc/apt/sources.list.d"
-        d.mkdir(parents=True, exist_ok=True)
-        for name, text in sources:
-            (d / (name if name != "sources.list" else "host.list")).write_text(text)
+    yield f"[2/4] apt sources: {suite}, {suite}-updates" + (", security" if host_security else "")
+    (rootfs / "etc/apt/sources.list").write_text("")
+    d = rootfs / "etc/apt/sources.list.d"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "debian.sources").write_text(apt_sources(suite, mirror, host_security if mirror == host_main else None))
     yield f"[3/4] creating the Python venv at {VENV}"
     yield from _stream(["chroot", str(rootfs), "/usr/bin/python3", "-m", "venv", VENV], "creating the venv")
     yield from _stream(["chroot", str(rootfs), f"{VENV}/bin/python", "-m", "pip", "--version"], "checking pip")

@@ -30,7 +30,7 @@ mtimes or owners), so two contexts with equal digests build equal images.
 
 The functions above ``child_main`` are pure or only read the filesystem; they are imported in
 the child with the standard library alone (no site-packages), so keep this module's imports
-stdlib-only.
+stdlib-only and light (no dataclasses/typing: the child's start-up time is part of every build).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import re
 import stat
 import sys
 import tarfile
-from dataclasses import dataclass
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (
     "**/.git",
@@ -71,11 +70,14 @@ MAX_DOCKERFILE = 256 * 1024
 # --------------------------------------------------------------------------- patterns
 
 
-@dataclass(frozen=True)
 class Pattern:
-    negate: bool
-    regex: re.Pattern[str]
-    prefix: str  # the literal part before the first wildcard (to decide whether to enter a dir)
+    """One compiled line; ``prefix`` is its literal part before the first wildcard (to decide
+    whether an excluded directory must still be entered)."""
+
+    __slots__ = ("negate", "regex", "prefix")
+
+    def __init__(self, negate: bool, regex: re.Pattern[str], prefix: str):
+        self.negate, self.regex, self.prefix = negate, regex, prefix
 
 
 def _to_regex(pat: str) -> str:
@@ -140,13 +142,13 @@ class ContextRefused(Exception):
         self.info = info
 
 
-@dataclass(frozen=True)
 class Entry:
-    rel: str
-    kind: str  # file | dir | symlink
-    size: int = 0
-    mode: int = 0o644
-    link: str = ""
+    """One thing to send: ``kind`` is file | dir | symlink."""
+
+    __slots__ = ("rel", "kind", "size", "mode", "link")
+
+    def __init__(self, rel: str, kind: str, size: int = 0, mode: int = 0o644, link: str = ""):
+        self.rel, self.kind, self.size, self.mode, self.link = rel, kind, size, mode, link
 
 
 def _inside(path: str, root: str) -> bool:
@@ -304,17 +306,14 @@ def child_main(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- daemon side
 
 
-@dataclass
 class BuildContext:
-    """A context read by the child: the tar (a spooled temp file, rewound), its digest, size, and
-    the Dockerfile's text (for FROM checks and the content hash)."""
+    """A context read by the child: ``tar`` (a spooled temp file, rewound), its ``digest``,
+    ``files``/``bytes`` counts, the ``dockerfile`` text (for FROM checks and the content hash)
+    and the resolved project ``path``."""
 
-    tar: object  # binary file object positioned at 0
-    digest: str
-    files: int
-    bytes: int
-    dockerfile: str
-    path: str
+    def __init__(self, tar, digest: str, files: int, bytes: int, dockerfile: str, path: str):
+        self.tar, self.digest, self.files, self.bytes = tar, digest, files, bytes
+        self.dockerfile, self.path = dockerfile, path
 
 
 _CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from ds01.images.context import child_main; "

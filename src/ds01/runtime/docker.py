@@ -29,6 +29,8 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         self.client = docker.DockerClient(base_url=base_url, **kwargs) if base_url else docker.from_env(**kwargs)
         self.api = self.client.api
         self._lock = threading.Lock()
+        # image id -> (/etc/passwd, /etc/group) of that image: the same for every container of it
+        self._accounts_cache: dict[str, tuple[str | None, str | None]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
     def _fail(self, what: str, e: Exception) -> RuntimeFailure:
@@ -99,22 +101,25 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             raise self._fail("creating the container failed", e) from None
         cid = res["Id"]
         try:
-            self._install_account(cid, spec)
+            attrs = self.api.inspect_container(cid)
+            self._install_account(cid, spec, attrs["Image"])
         except Exception:
             self.remove(cid, force=True)
             raise
-        info = self.inspect(cid)
-        if info is None:  # pragma: no cover - removed between create and inspect
-            raise ContainerGone(f"container {spec.name} vanished right after creation")
-        return info
+        return self._info(attrs)
 
-    def _install_account(self, cid: str, spec: ContainerSpec) -> None:
+    def _install_account(self, cid: str, spec: ContainerSpec, image_id: str) -> None:
         """Merge the caller into the image's /etc/passwd and /etc/group and create a writable
         HOME, in the container's own layer (the image is untouched)."""
         acct = spec.account
-        passwd = self._read_file(cid, "/etc/passwd")
-        group = self._read_file(cid, "/etc/group")
-        pw, gr = merge_account(passwd, group, acct)
+        cached = self._accounts_cache.get(image_id)
+        if cached is None:
+            cached = (self._read_file(cid, "/etc/passwd"), self._read_file(cid, "/etc/group"))
+            with self._lock:
+                if len(self._accounts_cache) > 256:
+                    self._accounts_cache.clear()
+                self._accounts_cache[image_id] = cached
+        pw, gr = merge_account(cached[0], cached[1], acct)
         buf = io.BytesIO()
         now = time.time()
         with tarfile.open(fileobj=buf, mode="w") as tar:

@@ -58,8 +58,10 @@ def _free_port() -> int:
 
 
 class ContainerService:
-    def __init__(self, ctx: Context, on_release: Callable[[], None] | None = None):
+    def __init__(self, ctx: Context, on_release: Callable[[], None] | None = None, images: Any = None):
         self.ctx = ctx
+        # ImageService: ownership of per-user images and each project's default image
+        self.images = images
         # called after devices were released (the daemon wakes the queue server)
         self.on_release = on_release
 
@@ -121,8 +123,12 @@ class ContainerService:
         request = request or GpuRequest()
         if cpu_only and request.kind != "none":
             raise InvalidInput("--cpu-only conflicts with a GPU request", "use one or the other")
+        if image is None and self.images is not None:
+            image = self.images.project_image(who, project)  # the project's own image, if built
         image = image or self.cfg.images.default
         self._check_image(image)
+        if self.images is not None:
+            self.images.check_use(who, image)  # another user's image is as good as missing
         container_ports = self._check_ports(ports)
         lim = self.limits_for(who)
         if not self.ctx.runtime.image_exists(image):

@@ -279,6 +279,7 @@ class ImageService:
         self._bootstrap = threading.Lock()
         self._driver: tuple[str | None] | None = None
         self._known_cas: set[str] | None = None
+        self._ca_cache: tuple[tuple, str] | None = None
 
     @property
     def cfg(self):
@@ -420,15 +421,7 @@ class ImageService:
         b = self.cfg.build
         args: dict[str, str] = {}
         if b.ca_bundle:
-            try:
-                with open(b.ca_bundle, encoding="utf-8", errors="replace") as f:
-                    pem = f.read()
-            except OSError as e:  # fail closed: a configured CA that cannot be read is an admin error
-                raise DS01Error(f"the configured build CA bundle {b.ca_bundle} cannot be read ({e.strerror})",
-                                "ask an admin to fix build.ca_bundle in the config")
-            if self._known_cas is None:
-                self._known_cas = debian_known_cas()
-            pem = ca_for_build(pem, self._known_cas)
+            pem = self._ca_pem(b.ca_bundle)
             if pem:
                 args["DS01_CA_PEM"] = pem
         if b.pip_index_url:
@@ -440,6 +433,22 @@ class ImageService:
                 args[k] = b.http_proxy
         return args
 
+    def _ca_pem(self, path: str) -> str:
+        """``ca_for_build`` of the configured bundle, recomputed only when the file changes."""
+        try:
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size)
+            if self._ca_cache is None or self._ca_cache[0] != key:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    pem = f.read()
+                if self._known_cas is None:
+                    self._known_cas = debian_known_cas()
+                self._ca_cache = (key, ca_for_build(pem, self._known_cas))
+        except OSError as e:  # fail closed: a configured CA that cannot be read is an admin error
+            raise DS01Error(f"the configured build CA bundle {path} cannot be read ({e.strerror})",
+                            "ask an admin to fix build.ca_bundle in the config")
+        return self._ca_cache[1]
+
     def _check_refs(self, who: Caller, refs: ImageRefs) -> dict[str, str]:
         """Policy for every image the Dockerfile uses; returns ref -> local id (or the ref when
         the engine will have to pull it) for the content hash."""
@@ -450,8 +459,19 @@ class ImageService:
             check_image_allowed(ref, self.cfg.images.allowed)
             self.check_use(who, ref)
             info = self.rt.image_inspect(ref)
+            if info is None and self._is_local(ref):
+                raise NotFound(f"the base image {ref} is not on this host",
+                               "an admin creates it with 'ds01 admin base-image bootstrap'")
             ids[ref] = info.id if info else ref
         return ids
+
+    @staticmethod
+    def _is_local(ref: str) -> bool:
+        """A catalog image that is built on the host and can never be pulled."""
+        from ds01.images.catalog import load_catalog
+
+        entry = load_catalog().by_image(ref)
+        return bool(entry and entry.local)
 
     def prepare_build(self, actor: Caller, who: Caller, project: str, no_cache: bool = False) -> BuildPlan:
         """Everything that can refuse a build, before any output is streamed: the slot, the

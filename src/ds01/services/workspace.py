@@ -8,7 +8,6 @@ or the configured base) is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,28 +15,9 @@ import sys
 from ds01.errors import DS01Error, PermissionDenied
 from ds01.services.identity import Caller
 
-# Runs as the user. argv: trust_root, workspace_base, project. Prints JSON.
-_CHILD = r"""
-import json, os, sys
-root, base, project = sys.argv[1], sys.argv[2], sys.argv[3]
-def out(**kw):
-    print(json.dumps(kw)); sys.exit(0)
-try:
-    real_root = os.path.realpath(root)
-    path = os.path.join(base, project)
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, real_root]) != real_root:
-        out(error="outside", path=path, real=real, root=real_root)
-    st = os.stat(real)
-    if st.st_uid != os.getuid():
-        out(error="owner", path=real)
-    out(path=real)
-except PermissionError as e:
-    out(error="permission", path=getattr(e, "filename", None) or base, msg=e.strerror)
-except OSError as e:
-    out(error="os", path=getattr(e, "filename", None) or base, msg=e.strerror)
-"""
+# Runs as the user: make the directory and print where it really is. A shell and two coreutils
+# start in a few ms (a Python child would cost ~30 ms on every create).
+_CHILD = 'umask 022; mkdir -p -- "$1" && realpath -e -- "$1"'
 
 
 def base_for(template: str, caller: Caller) -> tuple[str, str]:
@@ -50,29 +30,30 @@ def base_for(template: str, caller: Caller) -> tuple[str, str]:
 def ensure_workspace(caller: Caller, project: str, template: str) -> str:
     """Make ``<base>/<project>`` exist (owned by the user) and return its resolved path."""
     base, root = base_for(template, caller)
+    path = os.path.join(base, project)
     try:
         proc = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _CHILD, root, base, project],
+            ["/bin/sh", "-c", _CHILD, "sh", path],
             user=caller.uid, group=caller.gid, extra_groups=_gids(caller),
             capture_output=True, text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"},
         )
-        res = json.loads(proc.stdout or "{}")
-    except (subprocess.SubprocessError, ValueError, OSError) as e:
+    except (subprocess.SubprocessError, OSError) as e:
         raise DS01Error(f"could not prepare the workspace: {e}")
-    err = res.get("error")
-    if not err:
-        return res["path"]
-    if err == "outside":
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise PermissionDenied(f"cannot create the workspace {path}: {why}",
+                               "check that your home directory exists and is writable by you")
+    real = proc.stdout.strip()
+    real_root = os.path.realpath(root)
+    if not real or os.path.commonpath([real, real_root]) != real_root:
         raise PermissionDenied(
-            f"your workspace {res['path']} is a symlink to {res['real']}, outside {res['root']}",
+            f"your workspace {path} resolves to {real}, outside {real_root}",
             "workspaces must live inside your home; replace the symlink with a real directory",
         )
-    if err == "owner":
-        raise PermissionDenied(f"{res['path']} is not owned by you", "workspaces must belong to their user")
-    raise PermissionDenied(
-        f"cannot create the workspace {res.get('path')}: {res.get('msg', err)}",
-        "check that your home directory is writable by you",
-    )
+    st = os.stat(real)
+    if st.st_uid != caller.uid:
+        raise PermissionDenied(f"{real} is not owned by you", "workspaces must belong to their user")
+    return real
 
 
 def _gids(caller: Caller) -> list[int]:

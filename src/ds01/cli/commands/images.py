@@ -16,6 +16,9 @@ from ds01.cli.output import ago, ok, print_json, table
 # '--help' does not import the generator (pydantic, packaging).
 PRESET_NAMES = ("audio", "cv", "llm", "nlp", "rl", "tabular")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Same as ds01.services.images.clean_step (not imported: the CLI stays light).
+CA_NOISE = re.compile(r'set -eu;\s*|if \[ -n "\$\{DS01_CA_PEM:-\}" \]; then .*?; fi;\s*|;?\s*rm -f /tmp/ds01-ca\.pem')
 
 user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's image")
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
@@ -56,7 +59,7 @@ class Progress:
         self._status = False
 
     def feed(self, text: str) -> None:
-        text = self._partial + text
+        text = self._partial + ANSI_RE.sub("", text)
         lines = text.split("\n")
         self._partial = lines.pop()
         for line in lines:
@@ -64,13 +67,16 @@ class Progress:
 
     def line(self, line: str) -> None:
         if not self.tty:
-            click.echo(line)
+            click.echo(" ".join(CA_NOISE.sub("", line).split()) if STEP_RE.match(line) else line)
             return
         m = STEP_RE.match(line)
         if m:
+            line = " ".join(CA_NOISE.sub("", line).split())
+            m = STEP_RE.match(line)
+            assert m is not None
             self._clear()
             click.echo(click.style(f"[{m.group(1)}/{m.group(2)}] ", fg="cyan", bold=True) + m.group(3)[: self.width - 10])
-        elif line.strip() and not line.startswith(" ---> "):
+        elif line.strip() and not line.startswith((" ---> ", "Removing intermediate", "Successfully built")):
             shown = "  " + line.strip().replace("\t", " ")
             click.echo("\r\x1b[2K" + click.style(shown[: self.width], dim=True), nl=False)
             self._status = True
@@ -299,7 +305,6 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
       image-update demo --rebuild --no-cache
     """
     from ds01.errors import NotFound
-    from ds01.images.dockerfile import update_managed_block
     from ds01.projects.workspace import display_path, workspace_dir
 
     ws = workspace_dir(project)
@@ -309,6 +314,8 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
     text = old = df.read_text()
     pip, apt_l, rm_pip, rm_apt = (split_words(x) for x in (add, add_apt, remove, remove_apt))
     if pip or apt_l or rm_pip or rm_apt:
+        from ds01.images.dockerfile import update_managed_block  # pydantic: only when editing
+
         text = update_managed_block(text, pip, apt_l, rm_pip, rm_apt)
     changed_req = False
     if requirements:

@@ -1,0 +1,102 @@
+"""Container lifecycle and listing through DS01 vs the raw docker CLI, measured in one interleaved
+run on this host. Prints median ratios (DS01 / docker). Needs root, a Docker Engine and the test
+users (scripts/test.sh creates them). Not run by CI.
+
+    sudo /opt/ds01/venv/bin/python bench/bench_containers.py [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.harness import BIN, TEST_IMAGE, USERS, ensure_busybox_image, ensure_users, new_daemon  # noqa: E402
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--list-size", type=int, default=50)
+    args = ap.parse_args()
+    import docker
+
+    client = docker.from_env()
+    ensure_users()
+    ensure_busybox_image(client)
+    d = new_daemon()
+    d.config["defaults"] = {"max_containers": 1000}
+    d.start()
+    user = USERS["alice"]
+    pw = pwd.getpwnam(user)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "DS01_ROOT": str(d.root), "LANG": "C.UTF-8"}
+    as_user = ["runuser", "-u", user, "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()]]
+    as_root = ["runuser", "-u", "root", "--"]  # same wrapper cost on both sides
+    ws = Path(pw.pw_dir) / "workspace"
+    rows = []
+    try:
+        # -- create + start -----------------------------------------------------------------
+        ds, dk = [], []
+        for i in range(args.rounds):
+            p = f"bench-{i}"
+            ds.append(timed([*as_user, str(BIN / "container-create"), p]) +
+                      timed([*as_user, str(BIN / "container-start"), p]))
+            name = f"bench-raw-{os.getpid()}-{i}"
+            (ws / p).mkdir(parents=True, exist_ok=True)
+            raw = ["docker", "create", "--name", name, "--user", f"{pw.pw_uid}:{pw.pw_gid}",
+                   "--cpus", str(min(4, os.cpu_count() or 1)), "--memory", "16g", "--memory-swap", "16g",
+                   "--shm-size", "2g", "--pids-limit", "4096", "--cap-drop", "ALL",
+                   "--security-opt", "no-new-privileges", "--init", "--runtime", "nvidia",
+                   "-e", "NVIDIA_VISIBLE_DEVICES=void", "-v", f"{ws / p}:/workspace", "-w", "/workspace",
+                   "--label", "ds01.bench=1", TEST_IMAGE, "sleep", "infinity"]
+            dk.append(timed([*as_root, *raw]) + timed([*as_root, "docker", "start", name]))
+        ratio = statistics.median(a / b for a, b in zip(ds, dk))
+        rows.append(("container-create+start", statistics.median(ds), statistics.median(dk), ratio, 1.3))
+
+        # -- list with N containers -----------------------------------------------------------
+        for i in range(args.rounds, args.list_size):
+            subprocess.run([*as_user, str(BIN / "container-create"), f"bench-{i}"], check=True,
+                           stdout=subprocess.DEVNULL)
+        ls_ds, ls_dk = [], []
+        for _ in range(args.rounds):
+            ls_ds.append(timed([*as_user, str(BIN / "container-list"), "--all"]))
+            ls_dk.append(timed([*as_root, "docker", "ps", "-a"]))
+        rows.append(("container-list (50) vs docker ps -a", statistics.median(ls_ds), statistics.median(ls_dk),
+                     statistics.median(a / b for a, b in zip(ls_ds, ls_dk)), 4.0))
+
+        helps = [timed([str(BIN / "container-list"), "--help"]) for _ in range(args.rounds)]
+        rows.append(("container-list --help (absolute)", statistics.median(helps), None, None, 0.150))
+    finally:
+        d.stop()
+        for c in d.containers(client) + client.containers.list(all=True, filters={"label": "ds01.bench=1"}):
+            c.remove(force=True)
+        for i in range(args.list_size):
+            shutil.rmtree(ws / f"bench-{i}", ignore_errors=True)
+        shutil.rmtree(d.root, ignore_errors=True)
+
+    print(f"{'benchmark':40} {'ds01 (s)':>9} {'docker (s)':>10} {'ratio':>7} {'bar':>6}  verdict")
+    for name, a, b, r, bar in rows:
+        if r is None:
+            verdict = "PASS" if a <= bar else "FAIL"
+            print(f"{name:40} {a:9.3f} {'-':>10} {'-':>7} {bar:6.3f}  {verdict}")
+        else:
+            verdict = "PASS" if r <= bar else "FAIL"
+            print(f"{name:40} {a:9.3f} {b:10.3f} {r:7.2f} {bar:6.1f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""L3 orchestrators: ``container-deploy`` (create + start) and ``container-retire`` (stop + remove).
+
+Both are one daemon call each (``POST /v1/containers/deploy``, ``POST /v1/containers/<p>/retire``):
+the daemon does the steps in order and rolls a half-done deploy back, so a failed start never
+leaves a container holding GPUs. The CLI adds what only a terminal can: opening a shell after a
+deploy, and ``--save-packages`` before a retire.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ds01.cli.output import info, ok, print_json
+
+CTX = {"help_option_names": ["-h", "--help"]}
+json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+
+
+def Client():  # noqa: N802 - lazy: --help must not pay for http.client
+    from ds01.client.http import Client as _Client
+
+    return _Client()
+
+
+def q(segment: str) -> str:
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+def is_tty() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def gpu_options(f):
+    """``--gpus N | --gpu-profile P | --mig N`` and ``--queue`` (one GPU request at most)."""
+    f = click.option("--queue", is_flag=True, help="if no GPU is free now, wait in the fair-share queue")(f)
+    f = click.option("--mig", type=click.IntRange(1, 64), metavar="N", help="N MIG slices (a part of one GPU)")(f)
+    f = click.option("--gpu-profile", metavar="P", help="a GPU profile of your lab (e.g. 1g.18gb)")(f)
+    f = click.option("--gpus", type=click.IntRange(0, 64), metavar="N", help="N whole GPUs (default: none)")(f)
+    return f
+
+
+def open_option(f):
+    return click.option("--open/--background", "open_", default=None,
+                        help="open a shell in it afterwards (default on a terminal) / just return")(f)
+
+
+def gpu_request(gpus: int | None, gpu_profile: str | None, mig: int | None) -> dict[str, Any]:
+    """The GPU part of a deploy body; refuses more than one kind of request."""
+    from ds01.errors import InvalidInput
+
+    given = {k: v for k, v in (("gpus", gpus), ("gpu_profile", gpu_profile), ("mig", mig)) if v is not None}
+    if len(given) > 1:
+        raise InvalidInput("ask for GPUs one way only: --gpus, --gpu-profile or --mig",
+                           "e.g. --gpus 1 for a whole GPU, or --mig 1 for one slice of a GPU")
+    return given
+
+
+def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,
+           ports: list[int] | None = None) -> dict[str, Any]:
+    """One call to the daemon's deploy: create + start (rollback on failure), or reuse the
+    project's container. Returns the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
+    body: dict[str, Any] = {"project": project, **(gpu or {})}
+    if image:
+        body["image"] = image
+    if queue:
+        body["queue"] = True
+    if ports:
+        body["ports"] = ports
+    return Client().call("POST", "/v1/containers/deploy", body)
+
+
+def report_deploy(project: str, out: dict[str, Any]) -> None:
+    """Human summary of a deploy result (not for --json)."""
+    if out.get("queued"):
+        click.echo(click.style("⏳ ", fg="yellow") + f"no GPU is free right now: you are number "
+                   f"{out.get('position', '?')} in the queue for project {project}")
+        click.echo(f"  your container starts as soon as a GPU is free; see it with: container-list --all")
+        return
+    gpus = ", ".join(out.get("gpus") or []) or "none (CPU only)"
+    if out.get("reused"):
+        ok(f"your container for {project} is already running: reusing it ({out.get('name')})")
+    else:
+        ok(f"container {out.get('name')} is running (image {out.get('image')})")
+    click.echo(f"  GPUs: {gpus}")
+    if out.get("workspace"):
+        click.echo(f"  workspace: {out['workspace']} → /workspace")
+
+
+def open_shell(project: str) -> int:
+    """Open an interactive shell in the running container; returns the shell's exit code."""
+    from ds01.client.stream import run_exec
+
+    click.echo(click.style("→ ", fg="cyan") + f"opening a shell in {project} (exit or Ctrl-D leaves; "
+               f"the container keeps running: 'container-retire {project}' when done)")
+    return run_exec(project, None, start=False)
+
+
+def should_open(open_: bool | None, as_json: bool) -> bool:
+    """``--open``/``--background`` when given; otherwise open only on a terminal (and never for --json)."""
+    if open_ is not None:
+        return open_
+    return is_tty() and not as_json
+
+
+# --------------------------------------------------------------------------- container-deploy
+
+
+@click.command(context_settings=CTX)
+@click.argument("project")
+@click.option("--image", metavar="IMG", help="image to use (default: your project's image, else the lab's base)")
+@gpu_options
+@open_option
+@json_opt
+def container_deploy(project: str, image: str | None, gpus: int | None, gpu_profile: str | None, mig: int | None,
+                     queue: bool, open_: bool | None, as_json: bool) -> int | None:
+    """Create and start the container of PROJECT, then open a shell in it.
+
+    If PROJECT's container already runs it is reused; a stopped one is started. If the start
+    fails, the half-made container is removed again, so nothing is left holding GPUs.
+
+    \b
+    Examples:
+      container-deploy thesis                      CPU only, shell opens on a terminal
+      container-deploy thesis --gpus 1 --background
+      container-deploy thesis --mig 1 --queue      wait for a GPU slice if none is free
+    """
+    out = deploy(project, image=image, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue)
+    if as_json:
+        print_json(out)
+    else:
+        report_deploy(project, out)
+    if out.get("queued"):
+        return None
+    if should_open(open_, as_json):
+        return open_shell(project)
+    if not as_json:
+        click.echo(f"  next: container-run {project}   (a shell)   or   container-retire {project}   (when done)")
+    return None
+
+
+# --------------------------------------------------------------------------- container-retire
+
+# Every installed distribution with the time its metadata folder was written. Files from the
+# image keep the image's times; anything pip installs inside the container is newer than it.
+PROBE = r"""
+import json, os
+from importlib import metadata
+seen = {}
+for d in metadata.distributions():
+    try:
+        name = d.metadata["Name"]
+    except Exception:
+        continue
+    if not name:
+        continue
+    p = getattr(d, "_path", None)
+    try:
+        m = os.stat(p).st_mtime if p is not None else 0
+    except OSError:
+        m = 0
+    seen.setdefault(name.lower(), {"name": name, "version": d.version, "mtime": m})
+print(json.dumps(list(seen.values())))
+"""
+
+
+def find_container(project: str) -> dict[str, Any]:
+    """The caller's container record for PROJECT (running or not); NotFound if there is none."""
+    from ds01.errors import NotFound
+
+    for r in Client().call("GET", "/v1/containers"):
+        if r.get("project") == project:
+            return r
+    raise NotFound(f"project {project!r} has no container", f"'container-list --all' shows your containers")
+
+
+def installed_packages(project: str, start: bool) -> list[dict[str, Any]] | None:
+    """Name, version and install time of every Python package in the container; None when the
+    container has no python3 (then there is nothing to save)."""
+    import json
+
+    from ds01.client.capture import capture_exec
+
+    res = capture_exec(project, ["python3", "-c", PROBE], start=start, timeout=120)
+    if res.code != 0:
+        return None
+    try:
+        data = json.loads(res.text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def known_requirements(ws) -> list[str]:
+    """Names already in the Dockerfile's managed block or requirements.txt."""
+    from ds01.images.dockerfile import parse_managed_block
+    from ds01.projects.launch import requirement_names
+
+    names: list[str] = []
+    df, req = ws / "Dockerfile", ws / "requirements.txt"
+    if df.is_file():
+        try:
+            names += requirement_names(parse_managed_block(df.read_text())[1])
+        except Exception:  # no markers: nothing recorded there
+            pass
+    if req.is_file():
+        names += requirement_names(req.read_text(errors="replace").splitlines())
+    return names
+
+
+def offer_saved_packages(project: str, yes: bool) -> list[str]:
+    """The ``--save-packages`` step: find what was pip-installed by hand and, when accepted, add it
+    to the managed block of the project's Dockerfile. Returns the requirements added."""
+    from ds01.projects.launch import hand_installed
+    from ds01.projects.workspace import display_path, workspace_dir
+
+    rec = find_container(project)
+    running = rec.get("status") == "running"
+    if not running:
+        info(f"the container of {project} is stopped: starting it briefly to look at its packages")
+    pkgs = installed_packages(project, start=not running)
+    if pkgs is None:
+        info("no python3 in this container: no Python packages to save")
+        return []
+    ws = workspace_dir(project)
+    found = hand_installed(pkgs, float(rec.get("created_at") or 0), known_requirements(ws))
+    for name in found.listed:
+        info(f"{name} was changed by hand but is already listed in your Dockerfile or requirements.txt "
+             "(pin its version there yourself if it matters)")
+    if not found.add:
+        info("no packages were installed by hand in this container: nothing to save")
+        return []
+    click.echo(f"installed by hand in the container (gone once it is retired): {' '.join(found.add)}")
+    df = ws / "Dockerfile"
+    if not df.is_file():
+        click.echo(f"  {display_path(df)} does not exist; keep them with: "
+                   f"image-create {project} --packages '{' '.join(found.add)}'")
+        return []
+    if not _accept(yes, f"add them to {display_path(df)} so the next launch has them?"):
+        click.echo(f"  not saved; later: image-update {project} --add '{' '.join(found.add)}'")
+        return []
+    return _add_to_dockerfile(df, found.add)
+
+
+def _accept(yes: bool, question: str) -> bool:
+    if yes:
+        return True
+    if not is_tty():
+        click.echo("  (not a terminal: use --yes to accept without asking)")
+        return False
+    import questionary
+
+    answer = questionary.confirm(question, default=True).ask()
+    if answer is None:
+        raise click.exceptions.Abort()
+    return bool(answer)
+
+
+def _add_to_dockerfile(df, add: list[str]) -> list[str]:
+    from ds01.cli.commands.images import write_text
+    from ds01.images.dockerfile import update_managed_block
+    from ds01.projects.workspace import display_path
+
+    text = df.read_text()
+    write_text(df, update_managed_block(text, add_pip=add))
+    ok(f"added {len(add)} package(s) to {display_path(df)}; the next project-launch rebuilds the image")
+    return add
+
+
+@click.command(context_settings=CTX)
+@click.argument("project")
+@click.option("--save-packages", is_flag=True,
+              help="first offer to add packages you pip-installed by hand to the project's Dockerfile")
+@click.option("--yes", "-y", is_flag=True, help="accept without asking (with --save-packages)")
+@click.option("--timeout", type=click.FloatRange(0, 3600), help="seconds to wait before killing (default from config)")
+@json_opt
+def container_retire(project: str, save_packages: bool, yes: bool, timeout: float | None, as_json: bool) -> None:
+    """Stop and remove the container of PROJECT and give its GPUs back.
+
+    Your workspace ~/workspace/PROJECT is never touched. Packages you installed by hand
+    inside the container are lost with it, unless you keep them with --save-packages.
+
+    \b
+    Examples:
+      container-retire thesis
+      container-retire thesis --save-packages        asks before changing the Dockerfile
+      container-retire thesis --save-packages --yes
+    """
+    saved = offer_saved_packages(project, yes) if save_packages else []
+    body: dict[str, Any] = {}
+    if timeout is not None:
+        body["timeout"] = timeout
+    out = Client().call("POST", f"/v1/containers/{q(project)}/retire", body)
+    if as_json:
+        return print_json({**out, "saved_packages": saved})
+    ok(f"retired the container of {project}" + (f" ({out['name']})" if out.get("name") else "")
+       + "; its GPUs are free again")
+    if out.get("workspace"):
+        click.echo(f"  workspace {out['workspace']} is kept, unchanged")
+    click.echo(f"  next time: project-launch {project}   (or container-deploy {project})")
+

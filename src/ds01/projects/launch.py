@@ -1,0 +1,249 @@
+"""Pure decisions for ``project-launch`` and ``container-retire`` (plus a tiny stamp file).
+
+Change detection. The daemon labels every image it builds with ``ds01.content_hash``, a hash
+over the Dockerfile, the whole build context, the base image ids and the build arguments, and
+skips a build whose hash equals the label. Asking it means sending the build context, which is
+most of the cost of an "unchanged" launch. So the CLI keeps its own *stamp* per project:
+
+    {"hash": content_hash(Dockerfile, requirements.txt), "image_id": …, "workspace": …}
+
+written after every build it ran or confirmed. A launch skips the build only when the stamp is
+for this workspace, names the image that is there now, and has the current hash; and only when
+the Dockerfile copies nothing into the image but ``requirements.txt`` (otherwise other files
+decide the build too, and the daemon is asked). In every other case the daemon is asked, and it
+still skips the build when nothing changed. ``--rebuild`` always asks the daemon.
+
+Stamps live in ``$XDG_STATE_HOME/ds01/launch/`` (default ``~/.local/state``), never in the
+workspace, so they are not part of the user's git repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REQUIREMENTS = "requirements.txt"
+
+
+# --------------------------------------------------------------------------- change detection
+
+
+def client_hash(dockerfile_text: str, requirements: bytes | None) -> str:
+    """``sha256:…`` over the Dockerfile and requirements.txt: byte for byte the value of
+    ``ds01.images.dockerfile.content_hash(dockerfile_text, requirements)`` (a unit test keeps the
+    two equal). Spelled out here because importing the generator (pydantic) would cost an
+    unchanged launch a quarter of a second; this hash is only compared with the CLI's own stamp."""
+    h = hashlib.sha256()
+
+    def part(tag: str, data: bytes) -> None:
+        h.update(tag.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+
+    part("dockerfile", dockerfile_text.encode("utf-8"))
+    if requirements is None:
+        part("no-requirements", b"")
+    else:
+        part("requirements", requirements)
+    return "sha256:" + h.hexdigest()
+
+
+def _instructions(text: str) -> list[str]:
+    """Dockerfile instructions with comments dropped and ``\\`` continuations joined."""
+    out, cur = [], ""
+    for raw in text.split("\n"):
+        s = raw.strip()
+        if s.startswith("#"):
+            continue
+        if s.endswith("\\"):
+            cur += s[:-1] + " "
+            continue
+        cur += s
+        if cur.strip():
+            out.append(cur.strip())
+        cur = ""
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def hash_covers_build(dockerfile_text: str) -> bool:
+    """True when the Dockerfile takes nothing from the project but ``requirements.txt``, so that
+    the Dockerfile and requirements.txt alone decide what gets built."""
+    for ins in _instructions(dockerfile_text):
+        words = ins.split()
+        if words[0].upper() not in ("COPY", "ADD"):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if any(w.lower().startswith("--from=") for w in words[1:]):
+            continue  # from another stage or image, not from the project
+        if ins.rstrip().endswith("]") or len(args) < 2:
+            return False  # JSON form or something unusual: let the daemon decide
+        if any(src.removeprefix("./") != REQUIREMENTS for src in args[:-1]):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What the CLI knew after the last build it ran or confirmed."""
+
+    hash: str
+    image_id: str
+    workspace: str
+
+
+@dataclass(frozen=True)
+class BuildDecision:
+    build: bool
+    reason: str
+
+
+def decide_build(image: Mapping[str, Any] | None, stamp: Stamp | None, current_hash: str, workspace: str,
+                 covers: bool, rebuild: bool = False) -> BuildDecision:
+    """Whether ``project-launch`` must (ask the daemon to) build. ``image`` is the daemon's view of
+    the project image (``GET /v1/images/<project>``) or None when there is none."""
+    if image is None:
+        return BuildDecision(True, "the project has no image yet")
+    if rebuild:
+        return BuildDecision(True, "--rebuild")
+    if stamp is None or stamp.workspace != workspace:
+        return BuildDecision(True, "first launch from this account: checking the image is current")
+    if stamp.image_id != image.get("id"):
+        return BuildDecision(True, "the image was rebuilt or replaced since the last launch: checking it")
+    if stamp.hash != current_hash:
+        return BuildDecision(True, "the Dockerfile or requirements.txt changed since the last build")
+    if not covers:
+        return BuildDecision(True, "the Dockerfile copies project files: checking them")
+    return BuildDecision(False, "nothing changed since the last build")
+
+
+# --------------------------------------------------------------------------- stamp files (I/O)
+
+
+def stamp_dir() -> Path:
+    from ds01.projects.workspace import current_user
+
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(current_user()[1], ".local", "state")
+    return Path(base) / "ds01" / "launch"
+
+
+def load_stamp(project: str) -> Stamp | None:
+    """The stored stamp, or None when missing or unreadable (then the daemon is asked)."""
+    try:
+        data = json.loads((stamp_dir() / f"{project}.json").read_text())
+        return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_stamp(project: str, stamp: Stamp) -> None:
+    """Best effort: a stamp that cannot be written only costs a check at the next launch."""
+    d = stamp_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = d / f".{project}.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(asdict(stamp)))
+        os.replace(tmp, d / f"{project}.json")
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- deploy results
+
+
+def host_port(record: Mapping[str, Any], container_port: int) -> int | None:
+    """The host port published for ``container_port`` in a container record. Accepts the shapes
+    ``{"ports": {"8888": 49153}}``, ``{"ports": {"8888/tcp": …}}`` and ``{"ports": [{"container":
+    8888, "host": 49153, …}]}`` / ``[[8888, "127.0.0.1", 49153]]``."""
+    ports = record.get("ports")
+    if isinstance(ports, Mapping):
+        for k, v in ports.items():
+            if str(k).split("/")[0] == str(container_port):
+                return _port_value(v)
+    elif isinstance(ports, list):
+        for p in ports:
+            if isinstance(p, Mapping) and str(p.get("container", p.get("container_port"))) == str(container_port):
+                return _port_value(p.get("host", p.get("host_port")))
+            if isinstance(p, (list, tuple)) and p and str(p[0]) == str(container_port):
+                return _port_value(p[-1])
+    return None
+
+
+def _port_value(v: Any) -> int | None:
+    if isinstance(v, Mapping):
+        v = v.get("host_port", v.get("host", v.get("HostPort")))
+    if isinstance(v, list) and v:
+        return _port_value(v[0])
+    try:
+        port = int(v)
+    except (TypeError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+# --------------------------------------------------------------------------- saved packages
+
+
+IGNORED_PACKAGES = frozenset({"pip", "setuptools", "wheel", "distribute"})
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name: ``Foo_Bar`` → ``foo-bar``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class HandInstalled:
+    """``add``: ``name==version`` to add to the Dockerfile; ``listed``: names that changed by hand
+    but are already in the Dockerfile's managed block or requirements.txt (left to the user)."""
+
+    add: list[str]
+    listed: list[str]
+
+
+def hand_installed(packages: Iterable[Mapping[str, Any]], since: float, known: Iterable[str]) -> HandInstalled:
+    """Packages installed (or upgraded) inside the container after it was created.
+
+    ``packages``: ``{"name", "version", "mtime"}`` per installed distribution, where ``mtime`` is
+    that of its metadata folder: files from the image keep the image's times, anything pip writes
+    in the container is newer than the container. ``since``: the container's creation time.
+    ``known``: requirement names already in the managed block or requirements.txt."""
+    known_c = {canonical(k) for k in known}
+    add: dict[str, str] = {}
+    listed: set[str] = set()
+    for p in packages:
+        name, version = str(p.get("name") or ""), str(p.get("version") or "")
+        try:
+            mtime = float(p.get("mtime") or 0)
+        except (TypeError, ValueError):
+            continue
+        c = canonical(name)
+        if not name or mtime <= since or c in IGNORED_PACKAGES:
+            continue
+        if c in known_c:
+            listed.add(c)
+        else:
+            add[c] = f"{c}=={version}" if version else c
+    return HandInstalled([add[k] for k in sorted(add)], sorted(listed))
+
+
+def requirement_names(lines: Iterable[str]) -> list[str]:
+    """Names of the requirements in requirements.txt lines or managed-block entries (options,
+    comments, URLs and unparseable lines are skipped)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for line in lines:
+        s = line.split("#", 1)[0].strip()
+        if not s or s.startswith("-"):
+            continue
+        try:
+            out.append(Requirement(s).name)
+        except InvalidRequirement:
+            continue
+    return out

@@ -1,0 +1,178 @@
+"""Images against the real engine: the offline base, builds as real users, ownership, safety."""
+
+from __future__ import annotations
+
+import json
+import pwd
+import subprocess
+import time
+
+import pytest
+
+from .harness import USERS, unique_project
+
+BASE = "ds01/base:latest"
+
+
+def ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+def home(user: str) -> str:
+    return pwd.getpwnam(USERS[user]).pw_dir
+
+
+def write_as(user: str, path: str, text: str) -> None:
+    """Create a file as the user (so it is theirs, as it would be in real life)."""
+    subprocess.run(["runuser", "-u", USERS[user], "--", "sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"',
+                    "sh", path], input=text, text=True, check=True)
+
+
+def as_user(user: str, *cmd: str) -> None:
+    subprocess.run(["runuser", "-u", USERS[user], "--", *cmd], check=True)
+
+
+def image_of(user: str, project: str) -> str:
+    return f"ds01/{USERS[user]}/{project}:latest"
+
+
+@pytest.fixture(scope="session")
+def base_image(daemon, docker_client):
+    """The bootstrapped base: built once (minutes) if missing, reused when already there."""
+    t0 = time.time()
+    p = daemon.run(None, "ds01", "admin", "base-image", "bootstrap", timeout=1200)
+    assert p.returncode == 0, f"bootstrap failed\n{p.stdout[-3000:]}\n{p.stderr}"
+    print(f"base image ready in {time.time() - t0:.0f} s")
+    return BASE
+
+
+@pytest.fixture
+def built(daemon, docker_client, base_image, projects):
+    """A project of alice's built from the base with six installed from requirements.txt."""
+    p = unique_project("img")
+    projects.append(("alice", p))
+    req = f"{home('alice')}/req-{p}.txt"
+    write_as("alice", req, "six==1.16.0\n")
+    r = ok(daemon.run("alice", "image-create", p, "--requirements", req, timeout=600))
+    assert "built " + image_of("alice", p) in r.stdout
+    yield p
+    daemon.run("alice", "container-remove", p, "--force")
+    daemon.run("alice", "image-delete", p, "--force", "--yes")
+    subprocess.run(["rm", "-f", req])
+
+
+def test_bootstrapped_base_is_usable(base_image, docker_client):
+    img = docker_client.images.get(base_image)
+    cfg = img.attrs["Config"]
+    assert cfg["Env"][0].startswith("PATH=/opt/venv/bin:") and cfg["WorkingDir"] == "/workspace"
+    out = docker_client.containers.run(base_image, ["sh", "-c", "command -v python3; python3 -m pip --version"],
+                                       user="4242:4242", remove=True).decode()
+    assert out.startswith("/opt/venv/bin/python3") and "pip" in out
+
+
+def test_requirement_importable_in_the_container(daemon, docker_client, built):
+    p = built
+    img = docker_client.images.get(image_of("alice", p))
+    lb = img.labels
+    alice = pwd.getpwnam(USERS["alice"])
+    assert lb["ds01.managed"] == "true" and lb["ds01.uid"] == str(alice.pw_uid) and lb["ds01.project"] == p
+    assert lb["ds01.base"] == BASE and lb["ds01.content_hash"].startswith("sha256:")
+    ok(daemon.run("alice", "container-create", p, "--image", image_of("alice", p)))
+    r = ok(daemon.run("alice", "container-run", p, "--", "python", "-c", "import six; print('six', six.__version__)"))
+    assert "six 1.16.0" in r.stdout
+    rows = json.loads(ok(daemon.run("alice", "image-list", "--json")).stdout)
+    mine = [r for r in rows if r["project"] == p]
+    assert mine and mine[0]["used_by"] == [p] and mine[0]["base"] == BASE
+
+
+def test_noop_rebuild_is_up_to_date(daemon, built):
+    t0 = time.time()
+    r = ok(daemon.run("alice", "image-update", built, "--rebuild"))
+    assert "up to date" in r.stdout and time.time() - t0 < 5
+
+
+def test_broken_requirement_shows_pip_error_and_keeps_the_old_image(daemon, docker_client, built):
+    p = built
+    before = docker_client.images.get(image_of("alice", p)).id
+    bad = f"{home('alice')}/bad-{p}.txt"
+    write_as("alice", bad, "ds01-no-such-package-zzz==9.9.9\n")
+    r = daemon.run("alice", "image-update", p, "--requirements", bad, timeout=600)
+    assert r.returncode == 11, r.stdout + r.stderr
+    assert "No matching distribution found for ds01-no-such-package-zzz" in r.stderr  # the tail, on stderr
+    assert "build failed at Step" in r.stderr and "pip install" in r.stderr
+    assert docker_client.images.get(image_of("alice", p)).id == before
+
+
+def test_symlink_out_of_the_workspace_is_refused(daemon, built):
+    p = built
+    as_user("alice", "ln", "-s", "/etc/passwd", f"{home('alice')}/workspace/{p}/passwd-link")
+    r = daemon.run("alice", "image-update", p, "--rebuild")
+    assert r.returncode == 5 and "symlink" in r.stderr and "passwd-link" in r.stderr
+    # a symlinked dataset under data/ is excluded from the context, so it does not block builds
+    as_user("alice", "rm", f"{home('alice')}/workspace/{p}/passwd-link")
+    as_user("alice", "mkdir", "-p", f"{home('alice')}/workspace/{p}/data")
+    as_user("alice", "ln", "-s", "/etc", f"{home('alice')}/workspace/{p}/data/raw")
+    ok(daemon.run("alice", "image-update", p, "--rebuild"))
+
+
+def test_bob_cannot_list_build_on_or_delete_alices_image(daemon, docker_client, built, projects):
+    p = built
+    rows = json.loads(ok(daemon.run("bob", "image-list", "--json")).stdout)
+    assert all(r["project"] != p for r in rows)
+    r = daemon.run("bob", "image-delete", p, "--yes")
+    assert r.returncode == 4
+    status, body = daemon.api("bob", "GET", f"/v1/images/{p}?user={USERS['alice']}")
+    assert status == 403
+    assert docker_client.images.get(image_of("alice", p))
+    # FROM alice's image in bob's Dockerfile: refused like a missing image (labels cannot be spoofed)
+    q = unique_project("bob")
+    projects.append(("bob", q))
+    write_as("bob", f"{home('bob')}/workspace/{q}/Dockerfile",
+             f"FROM {image_of('alice', p)}\nLABEL ds01.uid=0 ds01.user={USERS['alice']}\n")
+    r = daemon.run("bob", "image-create", q)
+    assert r.returncode == 4 and "does not exist" in r.stderr
+
+
+def test_bob_cannot_run_alices_image(daemon, built):
+    r = daemon.run("bob", "container-create", unique_project("bob"), "--image", image_of("alice", built))
+    assert r.returncode in (4, 6)
+
+
+def test_delete_refused_while_used_then_forced(daemon, docker_client, built):
+    p = built
+    ok(daemon.run("alice", "container-create", p, "--image", image_of("alice", p)))
+    r = daemon.run("alice", "image-delete", p)
+    assert r.returncode == 7 and "container-remove" in r.stderr
+    r = ok(daemon.run("alice", "image-delete", p, "--force", "--yes"))
+    assert "removed the container" in r.stdout
+    assert not docker_client.images.list(name=image_of("alice", p))
+    assert not [c for c in daemon.containers(docker_client) if c.labels.get("ds01.project") == p]
+
+
+def test_hand_edited_dockerfile_is_never_overwritten(daemon, base_image, projects):
+    p = unique_project("hand")
+    projects.append(("alice", p))
+    ok(daemon.run("alice", "image-create", p, "--no-build"))
+    df = f"{home('alice')}/workspace/{p}/Dockerfile"
+    as_user("alice", "sh", "-c", f"echo 'ENV MY_SETTING=1' >> {df}")
+    r = daemon.run("alice", "image-create", p, "--packages", "six")
+    assert r.returncode == 7 and "--force" in r.stderr
+    ok(daemon.run("alice", "image-update", p, "--add", "six", "--no-build"))
+    text = open(df).read()
+    assert text.rstrip().endswith("ENV MY_SETTING=1") and "# pip: six" in text
+
+
+def test_disallowed_base_is_refused_with_the_allowed_list(daemon, base_image, projects):
+    p = unique_project("evil")
+    projects.append(("alice", p))
+    write_as("alice", f"{home('alice')}/workspace/{p}/Dockerfile", "FROM evil.example.com/miner:1\n")
+    r = daemon.run("alice", "image-create", p)
+    assert r.returncode == 6 and "allowed prefixes" in r.stderr
+
+
+def test_bootstrap_is_admin_only_and_idempotent(daemon, base_image):
+    r = daemon.run("alice", "ds01", "admin", "base-image", "bootstrap")
+    assert r.returncode == 5
+    r = ok(daemon.run("adm", "ds01", "admin", "base-image", "bootstrap"))
+    assert "already exists" in r.stdout

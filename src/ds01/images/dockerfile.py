@@ -275,6 +275,8 @@ class DockerfileSpec(BaseModel):
 _CA_ON = (
     'if [ -n "${DS01_CA_PEM:-}" ]; then '
     "printf '%s\\n' \"$DS01_CA_PEM\" > /tmp/ds01-ca.pem; "
+    # the extra CAs are added to, not substituted for, the image's own trust store
+    "cat /etc/ssl/certs/ca-certificates.crt >> /tmp/ds01-ca.pem 2>/dev/null || true; "
     "export PIP_CERT=/tmp/ds01-ca.pem REQUESTS_CA_BUNDLE=/tmp/ds01-ca.pem SSL_CERT_FILE=/tmp/ds01-ca.pem; fi"
 )
 _CA_OFF = "rm -f /tmp/ds01-ca.pem"

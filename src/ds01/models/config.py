@@ -176,12 +176,17 @@ class Config(Strict):
             return {**DEFAULT_LIMITS.model_dump(), **v}
         return v
 
-    @model_validator(mode="after")
-    def _checks(self) -> "Config":
-        names = [g.name for g in self.groups]
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, groups: list[GroupLimits]) -> list[GroupLimits]:
+        names = [g.name for g in groups]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"group names must be unique; repeated: {', '.join(sorted(dupes))}")
+        return groups
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Config":
         missing = [k for k, v in DEFAULT_LIMITS.model_dump().items() if getattr(self.defaults, k) is None]
         if missing:
             raise ValueError(f"defaults must set every limit; missing: {', '.join(missing)}")

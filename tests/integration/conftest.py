@@ -35,6 +35,19 @@ def daemon(docker_client) -> Daemon:
     shutil.rmtree(d.root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def base_image(daemon, docker_client) -> str:
+    """The bootstrapped offline base (``ds01 admin base-image bootstrap``): built once (minutes)
+    if missing, reused when already there."""
+    import time
+
+    t0 = time.time()
+    p = daemon.run(None, "ds01", "admin", "base-image", "bootstrap", timeout=1200)
+    assert p.returncode == 0, f"bootstrap failed\n{p.stdout[-3000:]}\n{p.stderr}"
+    print(f"base image ready in {time.time() - t0:.0f} s")
+    return "ds01/base:latest"
+
+
 @pytest.fixture
 def projects(docker_client, daemon):
     """Collects project names a test used; removes their workspaces afterwards."""

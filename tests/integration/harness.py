@@ -202,3 +202,9 @@ def new_daemon() -> Daemon:
 
 def unique_project(stem: str = "p") -> str:
     return f"t-{stem}-{secrets.token_hex(3)}"
+
+
+def write_as(user: str, path, text: str) -> None:
+    """Create a file as the user (so it is theirs, as it would be in real life)."""
+    subprocess.run(["runuser", "-u", USERS.get(user, user), "--", "sh", "-c",
+                    'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", str(path)], input=text, text=True, check=True)

@@ -247,4 +247,7 @@ def build_app(ctx: Context) -> web.Application:
     from ds01.daemon.routes_images import register as register_images
 
     register_images(app, a)
+    from ds01.daemon.routes_status import register as register_status
+
+    register_status(app, a)
     return app

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ds01.state.db import Store
 
@@ -16,11 +16,14 @@ log = logging.getLogger("ds01d")
 
 
 class EventLog:
-    def __init__(self, path: Path, store: Store, max_bytes: int = 50 * 1024**2):
+    def __init__(self, path: Path, store: Store, max_bytes: int = 50 * 1024**2, keep: int = 5):
         self.path = path
         self.store = store
         self.max_bytes = max_bytes
+        self.keep = max(1, keep)
         self._lock = threading.Lock()
+        # called with each event after it is recorded (metrics count lifecycle actions, waits, builds)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, action: str, *, user: str | None = None, uid: int | None = None, target: str | None = None,
@@ -35,6 +38,11 @@ class EventLog:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
         self.store.add_event(ev)
+        for fn in list(self.listeners):
+            try:
+                fn(ev)
+            except Exception:  # an observer must never break the action it observes
+                log.exception("event listener failed")
         level = logging.INFO if result == "ok" else logging.WARNING
         log.log(level, "%s %s by %s: %s%s", action, target or "-", user or "-", result,
                 f" ({reason})" if reason else "")
@@ -46,5 +54,10 @@ class EventLog:
                 return
         except FileNotFoundError:
             return
-        # keep one previous generation: events.jsonl.1 (the DB keeps the full history)
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        # keep ``keep`` previous generations: events.jsonl.1 (newest) … .N (the DB keeps the full history)
+        gen = lambda i: self.path.with_name(f"{self.path.name}.{i}")  # noqa: E731
+        gen(self.keep).unlink(missing_ok=True)
+        for i in range(self.keep - 1, 0, -1):
+            if gen(i).exists():
+                os.replace(gen(i), gen(i + 1))
+        os.replace(self.path, gen(1))

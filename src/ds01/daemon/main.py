@@ -95,7 +95,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     for d in (paths.state_dir, paths.log_dir):
         d.mkdir(parents=True, exist_ok=True, mode=0o750)
     store = Store(paths.state_db)
-    events = EventLog(paths.events, store, cfg.daemon.events_max_bytes)
+    events = EventLog(paths.events, store, cfg.daemon.events_max_bytes, cfg.daemon.events_keep)
     try:
         runtime = await asyncio.to_thread(DockerBackend, docker_url)
         await asyncio.to_thread(runtime.client.ping)
@@ -126,6 +126,10 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
              ", ".join(f"{k}={v}" for k, v in summary.items()))
 
     from ds01.daemon.loops import run_ticks
+    from ds01.daemon.routes_status import Observability
+
+    obs = Observability(app, app["api"])
+    await obs.start(cfg.daemon.tick_interval)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +141,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
         api_obj.wakeup.set()
     await ticker
     log.info("shutting down")
+    await obs.stop()
     events.emit("daemon.stop", target=str(socket_path))
     await runner.cleanup()
     store.close()

@@ -146,6 +146,70 @@ class QueueConfig(Strict):
     aging: Duration = Field(3600, gt=0)
 
 
+class IdleThresholds(Strict):
+    """A container is idle at a sample when every signal is at or below its threshold.
+    ``None`` switches a signal off. GPU utilization is the highest of the container's own devices;
+    a device the driver gives no figure for (MIG instances) is unknown and ignored, so MIG
+    containers are judged on the other signals."""
+
+    gpu_percent: float | None = Field(5.0, ge=0, le=100)
+    # average over the sampling interval, in % of one core (200 = two cores busy)
+    cpu_percent: float | None = Field(5.0, ge=0)
+    # non-shell processes (shells, init, `sleep infinity`, tmux/screen are not counted). Off by
+    # default: an idle notebook or REPL would otherwise keep its GPUs forever.
+    processes: int | None = Field(None, ge=0)
+    # network bytes in+out per second (read only when set)
+    network_bytes_per_s: float | None = Field(None, ge=0)
+
+
+class LifecycleConfig(Strict):
+    """Idle reclaim, max runtime and cleanup (issue 6). Timeouts themselves are per-user limits
+    (``idle_timeout``, ``max_runtime``, ``gpu_hold_after_stop``); 0 switches one off."""
+
+    enabled: bool = True
+    thresholds: IdleThresholds = IdleThresholds()
+    # per limits-group name (``groups[].name``); a group not listed uses ``thresholds``
+    group_thresholds: dict[str, IdleThresholds] = {}
+    # after a (re)start, idle time only counts from started_at + startup_grace
+    startup_grace: Duration = Field(600, ge=0)
+    # the machine is busy when this share of GPU-equivalents is held, or anyone is queued; then
+    # idle timeouts of GPU-holding containers are multiplied by busy_factor
+    busy_share: float = Field(0.9, gt=0, le=1)
+    busy_factor: float = Field(0.5, gt=0, le=1)
+    idle_warnings: list[float] = Field(default_factory=lambda: [0.8, 0.95])
+    runtime_warnings: list[float] = Field(default_factory=lambda: [0.75, 0.9])
+    # a warning sent late (daemon was down, timeout shrank, exemption ended) is followed by the
+    # action after the normal gap between the last warning and the deadline, at most this long
+    max_late_notice: Duration = Field(600, ge=0)
+    keepalive_default: Duration = Field(2 * 3600, gt=0)
+    keepalive_max: Duration = Field(8 * 3600, gt=0)
+    # stopped containers are removed after this (0 = never); the workspace is never touched
+    container_hold_after_stop: Duration = Field(3 * 86400, ge=0)
+    # created and never started: removed after this (0 = never)
+    never_started_timeout: Duration = Field(3600, ge=0)
+    # an automatic stop sends SIGTERM, then SIGKILL after this
+    stop_grace: Duration = Field(30, ge=0, le=3600)
+    # process names (``/proc/<pid>/comm``) that never make a container busy
+    ignore_processes: list[str] = Field(default_factory=lambda: [
+        "sh", "bash", "zsh", "dash", "ash", "fish", "ksh", "tcsh", "csh", "docker-init", "tini", "init",
+        "tmux: server", "tmux: client", "screen", "login", "su", "sudo"])
+
+    @field_validator("idle_warnings", "runtime_warnings")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("warning points are fractions of the timeout, each between 0 and 1 (e.g. 0.8)")
+        if sorted(set(v)) != list(v):
+            raise ValueError("warning points must be increasing and distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _keepalive(self) -> "LifecycleConfig":
+        if self.keepalive_default > self.keepalive_max:
+            raise ValueError("keepalive_default cannot exceed keepalive_max")
+        return self
+
+
 class DaemonConfig(Strict):
     # Containers carry ds01.instance=<this>; a daemon only manages (and adopts) its own instance's.
     instance: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")
@@ -154,6 +218,46 @@ class DaemonConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     tick_interval: Duration = Field(60, gt=0)
     events_max_bytes: Size = 50 * 1024**2
+    # rotated generations of events.jsonl kept beside it (.1 … .N); the state DB keeps the full history
+    events_keep: int = Field(5, ge=1, le=100)
+
+
+def _listen_address(v: Any) -> Any:
+    """``host:port`` on which an observability listener binds ("" = off). Validated so a typo stops
+    the daemon at start instead of silently exposing nothing (or everything)."""
+    if v is None or v == "":
+        return ""
+    if not isinstance(v, str):
+        raise ValueError("a listen address is a string like '127.0.0.1:9101'")
+    host, sep, port = v.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not HOST:PORT (e.g. '127.0.0.1:9101'; '' turns the listener off)")
+    return v
+
+
+ListenAddress = Annotated[str, BeforeValidator(_listen_address)]
+
+
+class MetricsConfig(Strict):
+    """Prometheus metrics (prometheus-client text format) on a local TCP address."""
+
+    listen: ListenAddress = "127.0.0.1:9101"
+
+
+class WebConfig(Strict):
+    """The read-only status page (HTML + ``status.json``) on a local TCP address; reach it through
+    an SSH tunnel (``ssh -L 9102:127.0.0.1:9102 host``)."""
+
+    listen: ListenAddress = "127.0.0.1:9102"
+    refresh: Duration = Field(10, ge=1, le=3600)
+    hide_user_names: bool = False
+    recent_events: int = Field(20, ge=0, le=500)
+
+
+class ObservabilityConfig(Strict):
+    metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
 
 
 class Config(Strict):
@@ -164,6 +268,8 @@ class Config(Strict):
     build: BuildConfig = BuildConfig()
     gpu: GpuConfig = GpuConfig()
     queue: QueueConfig = QueueConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}
@@ -190,6 +296,9 @@ class Config(Strict):
         missing = [k for k, v in DEFAULT_LIMITS.model_dump().items() if getattr(self.defaults, k) is None]
         if missing:
             raise ValueError(f"defaults must set every limit; missing: {', '.join(missing)}")
+        unknown = sorted(set(self.lifecycle.group_thresholds) - {g.name for g in self.groups})
+        if unknown:
+            raise ValueError(f"lifecycle.group_thresholds names unknown group(s): {', '.join(unknown)}")
         return self
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 from ds01.errors import DS01Error, PermissionDenied
 from ds01.services.identity import Caller

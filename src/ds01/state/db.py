@@ -85,6 +85,34 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
+
+-- lifecycle timers (issue 6): one row per container, so a daemon restart continues them
+CREATE TABLE IF NOT EXISTS lifecycle (
+    container         INTEGER PRIMARY KEY REFERENCES containers(id),
+    run_started       REAL,             -- the started_at the timers below belong to
+    idle_since        REAL,             -- start of the current idle episode (NULL = busy)
+    idle_warned       INTEGER NOT NULL DEFAULT 0,  -- idle warnings sent this episode
+    idle_warned_at    REAL,
+    runtime_warned    INTEGER NOT NULL DEFAULT 0,  -- max-runtime warnings sent this run
+    runtime_warned_at REAL,
+    keepalive_until   REAL,
+    last_sample_at    REAL,             -- the CPU/network baseline of the next sample
+    last_cpu_ns       INTEGER,
+    last_net_bytes    INTEGER
+);
+
+-- admin exemptions from idle reclaim / max runtime, per user, with an expiry
+CREATE TABLE IF NOT EXISTS exemptions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user        TEXT NOT NULL,
+    kind        TEXT NOT NULL,          -- idle | runtime | all
+    until       REAL NOT NULL,
+    reason      TEXT,
+    granted_by  TEXT,
+    granted_at  REAL NOT NULL,
+    revoked_at  REAL
+);
+CREATE INDEX IF NOT EXISTS exemptions_user ON exemptions(user, until);
 """
 
 LIVE = ("creating", "created", "running", "exited")

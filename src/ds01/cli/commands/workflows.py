@@ -82,7 +82,7 @@ def report_deploy(project: str, out: dict[str, Any]) -> None:
     if out.get("queued"):
         click.echo(click.style("⏳ ", fg="yellow") + f"no GPU is free right now: you are number "
                    f"{out.get('position', '?')} in the queue for project {project}")
-        click.echo(f"  your container starts as soon as a GPU is free; see it with: container-list --all")
+        click.echo("  your container starts as soon as a GPU is free; see it with: container-list --all")
         return
     gpus = ", ".join(out.get("gpus") or []) or "none (CPU only)"
     if out.get("reused"):
@@ -178,7 +178,7 @@ def find_container(project: str) -> dict[str, Any]:
     for r in Client().call("GET", "/v1/containers"):
         if r.get("project") == project:
             return r
-    raise NotFound(f"project {project!r} has no container", f"'container-list --all' shows your containers")
+    raise NotFound(f"project {project!r} has no container", "'container-list --all' shows your containers")
 
 
 def installed_packages(project: str, start: bool) -> list[dict[str, Any]] | None:

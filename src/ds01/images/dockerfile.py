@@ -32,10 +32,9 @@ arguments, never as files in the build context:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -44,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from ds01.errors import InvalidInput
 from ds01.images.catalog import valid_image_ref
+from ds01.images.dockerfile_text import content_hash as content_hash  # re-exported
 
 BEGIN_MARKER = "# >>> ds01 managed: packages >>>"
 END_MARKER = "# <<< ds01 managed: packages <<<"
@@ -434,27 +434,6 @@ def update_managed_block(
 
 
 # --------------------------------------------------------------------------- change detection
+# content_hash lives in dockerfile_text (import-light for the CLI) and is re-exported here.
 
 
-def content_hash(
-    dockerfile_text: str,
-    requirements_bytes: bytes | None = None,
-    other_context_files: Mapping[str, bytes] | None = None,
-) -> str:
-    """``sha256:<hex>`` over everything that decides the build's result, for "nothing changed,
-    skip the rebuild". Each part is length-prefixed so no two different inputs can collide by
-    concatenation; other files are hashed in path order so dict order does not matter. Callers
-    should put the base image's digest and the build args in ``other_context_files`` too."""
-    h = hashlib.sha256()
-
-    def part(tag: str, data: bytes) -> None:
-        h.update(tag.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-
-    part("dockerfile", dockerfile_text.encode("utf-8"))
-    if requirements_bytes is None:
-        part("no-requirements", b"")
-    else:
-        part("requirements", requirements_bytes)
-    for path in sorted(other_context_files or {}):
-        part("file:" + path, (other_context_files or {})[path])
-    return "sha256:" + h.hexdigest()

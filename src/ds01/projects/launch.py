@@ -19,7 +19,6 @@ workspace, so they are not part of the user's git repository.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ds01.images.dockerfile_text import content_hash, logical_lines
+
 REQUIREMENTS = "requirements.txt"
 
 
@@ -35,46 +36,14 @@ REQUIREMENTS = "requirements.txt"
 
 
 def client_hash(dockerfile_text: str, requirements: bytes | None) -> str:
-    """``sha256:…`` over the Dockerfile and requirements.txt: byte for byte the value of
-    ``ds01.images.dockerfile.content_hash(dockerfile_text, requirements)`` (a unit test keeps the
-    two equal). Spelled out here because importing the generator (pydantic) would cost an
-    unchanged launch a quarter of a second; this hash is only compared with the CLI's own stamp."""
-    h = hashlib.sha256()
-
-    def part(tag: str, data: bytes) -> None:
-        h.update(tag.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-
-    part("dockerfile", dockerfile_text.encode("utf-8"))
-    if requirements is None:
-        part("no-requirements", b"")
-    else:
-        part("requirements", requirements)
-    return "sha256:" + h.hexdigest()
-
-
-def _instructions(text: str) -> list[str]:
-    """Dockerfile instructions with comments dropped and ``\\`` continuations joined."""
-    out, cur = [], ""
-    for raw in text.split("\n"):
-        s = raw.strip()
-        if s.startswith("#"):
-            continue
-        if s.endswith("\\"):
-            cur += s[:-1] + " "
-            continue
-        cur += s
-        if cur.strip():
-            out.append(cur.strip())
-        cur = ""
-    if cur.strip():
-        out.append(cur.strip())
-    return out
+    """``sha256:…`` over the Dockerfile and requirements.txt (the generator's content hash)."""
+    return content_hash(dockerfile_text, requirements)
 
 
 def hash_covers_build(dockerfile_text: str) -> bool:
     """True when the Dockerfile takes nothing from the project but ``requirements.txt``, so that
     the Dockerfile and requirements.txt alone decide what gets built."""
-    for ins in _instructions(dockerfile_text):
+    for ins in logical_lines(dockerfile_text):
         words = ins.split()
         if words[0].upper() not in ("COPY", "ADD"):
             continue

@@ -69,14 +69,6 @@ class ContainerService:
     def cfg(self):
         return self.ctx.config
 
-    def _emit(self, action: str, who: Caller, target: str, result: str = "ok", reason: str | None = None,
-              data: dict | None = None, actor: Caller | None = None) -> None:
-        d = dict(data or {})
-        if actor is not None and actor.uid != who.uid:
-            d["by"] = actor.name
-        self.ctx.events.emit(action, user=who.name, uid=who.uid, target=target, result=result, reason=reason,
-                             data=d or None)
-
     def limits_for(self, who: Caller):
         return effective_limits(self.cfg, who.name, set(who.groups))
 
@@ -185,7 +177,7 @@ class ContainerService:
         applied = {"cpus": spec.cpus, "memory": spec.memory, "shm_size": spec.shm_size, "pids": spec.pids}
         self.ctx.store.update_container(rec_id, docker_id=info.id, docker_name=spec.name, status="created",
                                         limits=applied, ports=[list(p) for p in spec.ports])
-        self._emit("container.create", who, project, actor=actor,
+        self.ctx.emit("container.create", who, project, actor=actor,
                    data={"image": image, "id": info.id[:12], "gpus": list(devices),
                          "equivalents": round(sum(devices.values()), 4)})
         rec = self.ctx.store.get_container(rec_id)
@@ -256,7 +248,7 @@ class ContainerService:
             now = self.ctx.clock()
             self.ctx.store.update_container(rec.id, status="running", started_at=now)
             rec.status, rec.started_at = "running", now
-            self._emit("container.start", who, rec.project, actor=actor)
+            self.ctx.emit("container.start", who, rec.project, actor=actor)
         return record_view(rec)
 
     def _retake_gpus(self, who: Caller, rec: ContainerRecord) -> None:
@@ -294,7 +286,7 @@ class ContainerService:
             now = self.ctx.clock()
             self.ctx.store.update_container(rec.id, status="exited", stopped_at=now)
             rec.status, rec.stopped_at = "exited", now
-            self._emit("container.stop", who, rec.project, data={"timeout": t}, actor=actor)
+            self.ctx.emit("container.stop", who, rec.project, data={"timeout": t}, actor=actor)
         return record_view(rec)
 
     def remove(self, actor: Caller, who: Caller, ref: str, force: bool = False) -> dict[str, Any]:
@@ -309,7 +301,7 @@ class ContainerService:
             self.ctx.store.update_container(rec.id, conn, status="removed", ended_at=now)
             released = self.ctx.store.release(rec.id, now, "removed", conn)
         rec.status, rec.ended_at = "removed", now
-        self._emit("container.remove", who, rec.project, data={"force": force, "released": released},
+        self.ctx.emit("container.remove", who, rec.project, data={"force": force, "released": released},
                    actor=actor)
         if released and self.on_release:
             self.on_release()
@@ -338,7 +330,7 @@ class ContainerService:
             try:
                 self.remove(actor, who, project, force=True)
             finally:
-                self._emit("container.deploy", who, project, "rolled_back",
+                self.ctx.emit("container.deploy", who, project, "rolled_back",
                            getattr(e, "message", None) or str(e), actor=actor)
             raise
 

@@ -23,3 +23,12 @@ class Context:
     clock: Callable[[], float] = field(default=time.time)
     gpu_source: InventorySource = field(default_factory=EmptySource)
     inventory: Inventory = field(default_factory=Inventory)
+
+    def emit(self, action: str, who, target: str, result: str = "ok", reason: str | None = None,
+             data: dict | None = None, actor=None) -> None:
+        """An event about ``who``'s object; ``actor`` (an admin acting with --user) is recorded too."""
+        d = dict(data or {})
+        if actor is not None and actor.uid != who.uid:
+            d["by"] = actor.name
+        self.events.emit(action, user=who.name, uid=who.uid, target=target, result=result, reason=reason,
+                         data=d or None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds01.errors import BuildFailed, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied, PolicyDenied
+from ds01.images.dockerfile_text import logical_lines
 from ds01.names import image_name, validate_project
 from ds01.runtime.base import ImageInfo, RuntimeImages
 from ds01.services.context import Context
@@ -44,32 +45,6 @@ TAIL_LINES = 20
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def logical_lines(text: str) -> list[str]:
-    """Dockerfile instructions with ``\\`` continuations joined and comments dropped."""
-    out: list[str] = []
-    cur = ""
-    for raw in text.split("\n"):
-        line = raw.rstrip("\r")
-        s = line.strip()
-        if s.startswith("#") and (cur or not s.lower().replace(" ", "").startswith("#escape=")):
-            continue  # comment lines, also inside a continuation (as Docker does)
-        if s.lower().replace(" ", "").startswith("#escape="):
-            if s.split("=", 1)[1].strip() != "\\":
-                raise InvalidInput("the Dockerfile's escape directive is not supported by DS01",
-                                   "remove the '# escape=' line and use backslash continuations")
-            continue
-        if line.rstrip().endswith("\\"):
-            cur += line.rstrip()[:-1] + " "
-            continue
-        cur += line
-        if cur.strip():
-            out.append(cur.strip())
-        cur = ""
-    if cur.strip():
-        out.append(cur.strip())
-    return out
 
 
 @dataclass
@@ -292,14 +267,6 @@ class ImageService:
             raise DS01Error("this daemon's runtime backend cannot build images")
         return rt
 
-    def _emit(self, action: str, who: Caller, target: str, result: str = "ok", reason: str | None = None,
-              data: dict | None = None, actor: Caller | None = None) -> None:
-        d = dict(data or {})
-        if actor is not None and actor.uid != who.uid:
-            d["by"] = actor.name
-        self.ctx.events.emit(action, user=who.name, uid=who.uid, target=target, result=result, reason=reason,
-                             data=d or None)
-
     # -- host facts / catalog --------------------------------------------------------------
     def driver_version(self) -> str | None:
         """The host's NVIDIA driver: the simulated one from config, NVML's, or None (no GPU)."""
@@ -491,7 +458,7 @@ class ImageService:
                 ids = self._check_refs(who, refs)
             except DS01Error as e:
                 ctx.tar.close()
-                self._emit("image.build", who, project, "denied", e.code, {"message": e.message}, actor)
+                self.ctx.emit("image.build", who, project, "denied", e.code, {"message": e.message}, actor)
                 raise
             args = self._buildargs()
             digest = content_hash(ctx.dockerfile, None, {
@@ -553,7 +520,7 @@ class ImageService:
         except BuildFailed as e:
             if "step" not in e.details:  # a time limit or cancel from the backend: add the context
                 e.details.update(step=bl.step, tail=bl.tail)
-            self._emit("image.build", plan.who, plan.project, "failed", "build_failed",
+            self.ctx.emit("image.build", plan.who, plan.project, "failed", "build_failed",
                        {"step": bl.step, "message": e.message[:300]}, plan.actor)
             raise
         if not new_id:
@@ -562,7 +529,7 @@ class ImageService:
 
     def _result(self, plan: BuildPlan, info: ImageInfo, t0: float, cached: bool) -> dict[str, Any]:
         secs = round(time.monotonic() - t0, 2)
-        self._emit("image.build", plan.who, plan.project, data={"id": info.id[:19], "seconds": secs,
+        self.ctx.emit("image.build", plan.who, plan.project, data={"id": info.id[:19], "seconds": secs,
                                                                 "up_to_date": cached}, actor=plan.actor)
         return {**image_view(info, self._used_by(plan.who, info)), "up_to_date": cached, "seconds": secs}
 
@@ -612,7 +579,7 @@ class ImageService:
             removed.append(p)
         ref = f"{self._repo(who, project)}:{TAG}"
         self.rt.image_remove(ref)
-        self._emit("image.delete", who, project, data={"id": info.id[:19], "containers_removed": removed},
+        self.ctx.emit("image.delete", who, project, data={"id": info.id[:19], "containers_removed": removed},
                    actor=actor)
         return {**image_view(info, []), "deleted": True, "containers_removed": removed}
 
@@ -657,11 +624,11 @@ class ImageService:
             tar = bs.tar_rootfs(work)
             image_id = self.rt.image_import(str(tar), repo, tag, bs.import_changes(suite=suite))
         except BuildFailed as e:
-            self._emit("image.bootstrap", actor, f"{repo}:{tag}", "failed", e.code, {"message": e.message}, actor)
+            self.ctx.emit("image.bootstrap", actor, f"{repo}:{tag}", "failed", e.code, {"message": e.message}, actor)
             raise
         finally:
             bs.cleanup(work)
         secs = round(time.monotonic() - t0, 1)
-        self._emit("image.bootstrap", actor, f"{repo}:{tag}", data={"id": image_id[:19], "seconds": secs}, actor=actor)
+        self.ctx.emit("image.bootstrap", actor, f"{repo}:{tag}", data={"id": image_id[:19], "seconds": secs}, actor=actor)
         yield {"stream": f"Done: {repo}:{tag} ({image_id[:19]}) in {secs} s\n"}
         yield {"result": {"image": f"{repo}:{tag}", "id": image_id, "created": True, "seconds": secs}}

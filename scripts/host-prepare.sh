@@ -25,6 +25,8 @@ command -v runuser >/dev/null || need_pkgs+=(util-linux)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
+command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool checks deploy/prometheus rules
+command -v chromium >/dev/null || need_pkgs+=(chromium)    # headless test of the web status page
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

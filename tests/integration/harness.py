@@ -196,6 +196,8 @@ def new_daemon() -> Daemon:
         "containers": {"name_prefix": prefix, "stop_timeout": 2},
         "images": {"default": TEST_IMAGE},
         "gpu": {"inventory": "simulated"},
+        # many test daemons run at once: no fixed TCP ports (tests that need them set free ones)
+        "observability": {"metrics": {"listen": ""}, "web": {"listen": ""}},
     }
     return Daemon(root=root, instance=instance, prefix=prefix, config=config)
 

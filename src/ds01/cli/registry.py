@@ -40,6 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-limits": ("ds01.cli.commands.gpus:check_limits", "Your limits, current usage and what is left"),
     "quota": ("ds01.cli.commands.gpus:check_limits", "Alias of check-limits"),
     "gpu-queue": ("ds01.cli.commands.gpus:gpu_queue", "Your requests waiting for a GPU (--cancel ID)"),
+    # seeing the lab
+    "status": ("ds01.cli.commands.status:status", "What the machine is doing: GPUs, holders, queue, your containers"),
+    "events": ("ds01.cli.commands.status:events", "What happened: changes, denials, lifecycle actions"),
+    "usage": ("ds01.cli.commands.status:usage", "GPU-hours and container-hours per user, group or project"),
+    "admin-dashboard": ("ds01.cli.commands.status:admin_dashboard", "(admins) Status for everyone, near limits, lifecycle"),
+    # lifecycle: idle reclaim, max runtime (issue 6)
+    "container-keepalive": ("ds01.cli.commands.lifecycle:keepalive", "Keep a running container from an idle stop for a while"),
+    "admin-exempt": ("ds01.cli.commands.lifecycle:exempt", "(admins) Exempt a user from idle stops / max runtime"),
     # misc
     "whoami": ("ds01.cli.commands.misc:whoami", "Show who the daemon thinks you are"),
     "concepts": ("ds01.cli.commands.concepts:concepts", "Containers, workspaces and images, in plain words"),

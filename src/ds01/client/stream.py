@@ -1,5 +1,9 @@
-"""``container-run`` / ``container-attach``: a terminal (or plain pipes) to a process in the
-container, over the daemon's exec WebSocket (see ds01.daemon.exec_stream for the protocol)."""
+"""The exec WebSocket, client side (protocol: ds01.daemon.exec_stream).
+
+``run_exec`` gives ``container-run`` / ``container-attach`` a terminal (or plain pipes);
+``capture_exec`` (ds01.client.capture) runs a command and keeps its output. Both use
+:func:`open_exec` and :func:`messages` below.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,63 @@ import shutil
 import signal
 import sys
 import threading
+from typing import Any, Iterator
 
-from ds01.errors import DaemonUnavailable, from_dict
 from ds01.client.http import q
+from ds01.errors import DaemonUnavailable, RuntimeFailure, from_dict
+
+EXIT = 0  # the "stream" number messages() uses for the exit code
+
+
+def open_exec(project: str, request: dict[str, Any], timeout: float | None = 30):
+    """Connect, send the exec request and wait until the daemon says the process runs.
+    Raises the daemon's refusal as its DS01Error class."""
+    from websockets.sync.client import unix_connect
+
+    from ds01.paths import client_socket_path
+
+    path = str(client_socket_path())
+    try:
+        ws = unix_connect(path, uri=f"ws://localhost/v1/containers/{q(project)}/exec", max_size=2**22,
+                          open_timeout=30, close_timeout=2)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        raise DaemonUnavailable(f"cannot reach the DS01 daemon at {path} ({e})", "ask an admin to start ds01d")
+    try:
+        ws.send(json.dumps(request))
+        try:
+            msg = ws.recv(timeout=timeout)
+        except TimeoutError:
+            raise RuntimeFailure("the daemon did not start the command in time") from None
+        ctl = json.loads(msg) if isinstance(msg, str) else {}
+        if ctl.get("type") == "error":
+            raise from_dict(ctl["error"])
+    except BaseException:
+        ws.close()
+        raise
+    return ws
+
+
+def messages(ws, timeout: float | None = None) -> Iterator[tuple[int, Any]]:
+    """``(1, bytes)`` stdout, ``(2, bytes)`` stderr, then ``(EXIT, code)``. A refusal raises; a
+    connection that closes without an exit code yields ``(EXIT, 255)``. ``TimeoutError`` when no
+    message comes within ``timeout``."""
+    from websockets.exceptions import ConnectionClosed
+
+    while True:
+        try:
+            msg = ws.recv(timeout=timeout)
+        except ConnectionClosed:
+            yield EXIT, 255
+            return
+        if isinstance(msg, bytes):
+            yield (2 if msg[:1] == b"\x02" else 1), msg[1:]
+            continue
+        ctl = json.loads(msg)
+        if ctl.get("type") == "exit":
+            yield EXIT, int(ctl.get("code", 255))
+            return
+        if ctl.get("type") == "error":
+            raise from_dict(ctl["error"])
 
 
 def _term_size() -> os.terminal_size:
@@ -24,28 +82,14 @@ def _term_size() -> os.terminal_size:
 
 
 def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | None = None) -> int:
+    """Attach this process's stdin/stdout/stderr (raw terminal when both are TTYs) to a process in
+    the container; returns its exit code."""
     from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import unix_connect
-
-    from ds01.paths import client_socket_path
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     size = _term_size()
-    path = str(client_socket_path())
-    try:
-        ws = unix_connect(path, uri=f"ws://localhost/v1/containers/{q(project)}/exec", max_size=2**22,
-                          open_timeout=30, close_timeout=2)
-    except (FileNotFoundError, ConnectionRefusedError) as e:
-        raise DaemonUnavailable(f"cannot reach the DS01 daemon at {path} ({e})", "ask an admin to start ds01d")
-    ws.send(json.dumps({"cmd": cmd, "tty": tty, "rows": size.lines, "cols": size.columns,
-                        "term": os.environ.get("TERM", "xterm"), "user": user, "start": start}))
-    # wait for started / error
-    msg = ws.recv()
-    ctl = json.loads(msg) if isinstance(msg, str) else {}
-    if ctl.get("type") == "error":
-        ws.close()
-        raise from_dict(ctl["error"])
-
+    ws = open_exec(project, {"cmd": cmd, "tty": tty, "rows": size.lines, "cols": size.columns,
+                             "term": os.environ.get("TERM", "xterm"), "user": user, "start": start}, timeout=None)
     stop = threading.Event()
     wake_r, wake_w = os.pipe()
     old_attrs = None
@@ -76,27 +120,16 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
         except (ConnectionClosed, OSError):
             return
 
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
+    threading.Thread(target=sender, daemon=True).start()
     code = 255
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+    sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     try:
-        while True:
-            try:
-                msg = ws.recv()
-            except ConnectionClosed:
+        for stream, payload in messages(ws):
+            if stream == EXIT:
+                code = payload
                 break
-            if isinstance(msg, bytes):
-                target = err if msg[:1] == b"\x02" else out
-                target.write(msg[1:])
-                target.flush()
-            else:
-                ctl = json.loads(msg)
-                if ctl.get("type") == "exit":
-                    code = int(ctl.get("code", 255))
-                    break
-                if ctl.get("type") == "error":
-                    raise from_dict(ctl["error"])
+            sinks[stream].write(payload)
+            sinks[stream].flush()
     finally:
         stop.set()
         if old_attrs is not None:

@@ -76,6 +76,9 @@ class Api:
         self.images = ImageService(ctx)
         self.containers = ContainerService(ctx, on_release=self.kick, images=self.images)
         self.gpu = GpuService(self.containers)
+        from ds01.services.lifecycle import LifecycleService
+
+        self.lifecycle = LifecycleService(ctx, self.containers)
         self.wakeup: asyncio.Event | None = None  # set by the daemon's loop; kick() wakes it
 
     def kick(self) -> None:
@@ -217,6 +220,33 @@ class Api:
         scope = self._list_scope(request)
         return json_response(await self.run(self.containers.stats, scope))
 
+    async def keepalive_container(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.KeepAlive)
+        who = self.target(request, body.user)
+        return json_response(
+            await self.run(self.lifecycle.keepalive, caller(request), who, request.match_info["ref"], body.seconds))
+
+    async def list_exemptions(self, request: web.Request) -> web.Response:
+        if not caller(request).is_admin:
+            raise self._admin_only("exemptions")
+        return json_response(await self.run(self.lifecycle.exemptions, bool(request.query.get("all"))))
+
+    async def grant_exemption(self, request: web.Request) -> web.Response:
+        body = await parse(request, api.GrantExemption)
+        if not caller(request).is_admin:
+            raise self._admin_only("exemptions")
+        return json_response(await self.run(self.lifecycle.exempt, caller(request), body.user, body.kind,
+                                            body.seconds, body.reason), status=201)
+
+    async def revoke_exemption(self, request: web.Request) -> web.Response:
+        if not caller(request).is_admin:
+            raise self._admin_only("exemptions")
+        try:
+            ex_id = int(request.match_info["id"])
+        except ValueError:
+            raise InvalidInput("an exemption id is a number", "'ds01 admin exempt --list' shows them") from None
+        return json_response(await self.run(self.lifecycle.revoke, caller(request), ex_id))
+
     async def exec_container(self, request: web.Request) -> web.StreamResponse:
         from ds01.daemon.exec_stream import serve_exec
 
@@ -243,6 +273,10 @@ def build_app(ctx: Context) -> web.Application:
         web.post("/v1/containers/{ref}/stop", a.stop_container),
         web.post("/v1/containers/{ref}/remove", a.remove_container),
         web.get("/v1/containers/{ref}/exec", a.exec_container),
+        web.post("/v1/containers/{ref}/keepalive", a.keepalive_container),
+        web.get("/v1/admin/exemptions", a.list_exemptions),
+        web.post("/v1/admin/exemptions", a.grant_exemption),
+        web.post("/v1/admin/exemptions/{id}/revoke", a.revoke_exemption),
     ])
     from ds01.daemon.routes_images import register as register_images
 

@@ -28,7 +28,31 @@ async def run_ticks(api: Api, interval: float, stop: asyncio.Event) -> None:
 
 
 async def tick(api: Api) -> None:
+    # Lifecycle first (issue 6): a container it stops or removes can have its devices released and
+    # handed to the queue in this same tick.
+    next_due = None
+    try:
+        report = await asyncio.to_thread(api.lifecycle.tick)
+        next_due = report.next_due
+    except Exception:
+        log.exception("lifecycle tick failed")
     released = await asyncio.to_thread(api.gpu.release_expired_holds)
     served = await asyncio.to_thread(api.gpu.serve_queue)
     if released or served:
         log.info("tick: released %d device(s), served %d queued request(s)", released, len(served))
+    _wake_at(api, next_due)
+
+
+def _wake_at(api: Api, due: float | None) -> None:
+    """Wake the loop early when a lifecycle deadline (a warning, a stop, a device release) falls
+    before the next regular tick, so actions happen at their time, not up to a tick later."""
+    lc = api.lifecycle
+    if lc.wake_handle is not None:
+        lc.wake_handle.cancel()
+        lc.wake_handle = None
+    if due is None or api.loop is None or api.wakeup is None:
+        return
+    delay = max(0.05, due - api.ctx.clock() + 0.01)
+    if delay < api.ctx.config.daemon.tick_interval:
+        lc.wake_handle = api.loop.call_later(delay, api.wakeup.set)
+

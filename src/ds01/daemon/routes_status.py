@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from ds01.daemon.app import Api, caller, json_response
@@ -119,7 +121,7 @@ class Observability:
         cfg = a.ctx.config.observability
         self.cfg = cfg
         self.page = StatusPage(app[STATUS], cfg.web)
-        self._sampler: "asyncio.Task | None" = None
+        self._sampler: asyncio.Task | None = None
 
     async def start(self, interval: float) -> None:
         import asyncio

@@ -75,7 +75,7 @@ def render(data: dict[str, Any], refresh: float) -> str:
     ]
     total, free = inv["total_equivalents"], inv["free_equivalents"]
     pct = 0 if not total else 100.0 * free / total
-    out.append(f'<p class="cap" id="capacity">Free: <b>{free:g}</b> of {total:g} GPU-equivalents ({pct:.0f} %) · '
+    out.append(f'<p class="cap" id="capacity">Free: <b>{free:.2f}</b> of {total:.2f} GPU-equivalents ({pct:.0f} %) · '
                f'queued requests: <b>{len(data["queue"])}</b> · driver {_e(inv.get("driver_version") or "-")} '
                f'({_e(inv.get("source"))})</p>')
 
@@ -114,8 +114,9 @@ def render(data: dict[str, Any], refresh: float) -> str:
                 ptxt.append(f'{p["pid"]} <span class="err">unmanaged {_e(p["kind"])}'
                             f'{(" " + _e(who)) if who else ""}</span>')
         cls = ' class="held-row"' if h else ""
+        eq = f"{d['equivalents']:.2f}" if alloc else "-"
         out.append(f'<tr{cls} data-uuid="{_e(d["uuid"])}"><td>{_e(d["label"])}</td><td>{_e(kind)}</td>'
-                   f'<td class=num>{d["equivalents"]:.2f}</td><td>{holder}</td>'
+                   f'<td class=num>{eq}</td><td>{holder}</td>'
                    f'<td>{_e(_ago(h["since"], now)) if h else ""}</td><td>{util}</td><td>{_e(mem)}</td>'
                    f'<td>{", ".join(ptxt) or "<span class=muted>-</span>"}</td></tr>')
     out.append("</tbody></table>")

@@ -87,3 +87,22 @@ class BootstrapBaseImage(Body):
     suite: str = Field("bookworm", max_length=32)
     tag: str = Field("ds01/base:latest", max_length=255)
     force: bool = False
+
+
+# -- lifecycle (issue 6) ------------------------------------------------------------------
+
+
+class KeepAlive(UserScoped):
+    """POST /v1/containers/{ref}/keepalive: postpone the idle stop (default and bound: config)."""
+
+    seconds: float | None = Field(None, gt=0, le=366 * 86400)
+
+
+class GrantExemption(Body):
+    """POST /v1/admin/exemptions (admins): exempt a user from idle stops / max runtime."""
+
+    user: str = Field(min_length=1, max_length=64)
+    kind: str = Field("all", pattern=r"^(idle|runtime|all)$")
+    seconds: float = Field(gt=0, le=366 * 86400)
+    reason: str | None = Field(None, max_length=500)
+

@@ -109,8 +109,13 @@ class UsageService:
             end = r["ended_at"]
             if end is None and r["status"] in ("removed", "gone"):  # ended without a time: its last known
                 end = r["stopped_at"] or r["created_at"]
+            peak = r["peak_bytes"]
+            if r["status"] == "running" and r["docker_id"]:  # still running: its high-water mark now
+                live = cgroup_memory_peak(r["docker_id"])
+                if live is not None:
+                    peak = max(peak or 0, live)
             conts.append(ContainerInterval(r["user"], r["project"], float(r["created_at"]),
-                                           None if end is None else float(end), r["peak_bytes"]))
+                                           None if end is None else float(end), peak))
         return allocs, conts, users
 
     def report(self, who: Caller, since: float, until: float | None = None, by: str = "user",

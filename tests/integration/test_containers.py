@@ -105,6 +105,11 @@ def test_bob_cannot_touch_alices_container(daemon, docker_client, projects):
     assert r.returncode == 5 and "admin" in r.stderr
     r = daemon.run("bob", "container-list", "--all-users")
     assert r.returncode == 5
+    # every denial is audited, reads included
+    with open(daemon.root / "var/log/ds01/events.jsonl") as f:
+        evs = [json.loads(line) for line in f]
+    mine = [e for e in evs if e["user"] == USERS["bob"] and e["result"] == "denied"]
+    assert {"api.post", "api.get"} <= {e["action"] for e in mine}
     assert docker_client.containers.get(out["name"]).status == "running"
     ok(daemon.run("alice", "container-remove", p, "--force"))
 

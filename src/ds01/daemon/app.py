@@ -110,7 +110,9 @@ class Api:
             return error_response(DS01Error("internal error in ds01d", "an admin can find the details in the daemon log"))
 
     def _audit_refusal(self, request: web.Request, e: DS01Error) -> None:
-        if request.method == "GET":
+        # Every refused change is an event; a read is one only when it was a permission or policy
+        # denial (someone asking for what is not theirs), not a typo'd name.
+        if request.method == "GET" and e.http_status != 403:
             return
         c = request.get("caller")
         try:

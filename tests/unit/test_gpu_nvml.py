@@ -165,6 +165,14 @@ def fake_pynvml(
         return [types.SimpleNamespace(pid=p["pid"], usedGpuMemory=p["used"]) for p in sample["procs"]]
 
     nv.nvmlDeviceGetComputeRunningProcesses = procs
+    nv.NVML_TEMPERATURE_GPU = 0
+
+    def temperature(h: H, sensor: int) -> int:
+        if h.mig is not None or sensor != 0:
+            raise NVMLError(3)
+        return 33  # nvidia-smi-query-gpu.csv: temperature.gpu of the same capture
+
+    nv.nvmlDeviceGetTemperature = temperature
     return nv
 
 
@@ -293,3 +301,10 @@ def test_missing_pynvml(monkeypatch):
     assert nvml_available() is False
     with pytest.raises(RuntimeFailure, match="nvidia-ml-py"):
         NvmlSource().read()
+
+
+def test_temperature_per_whole_gpu(inject):
+    inject()
+    src = NvmlSource()
+    assert src.temperatures() == {H200_UUID: 33.0}
+    src.close()

@@ -211,18 +211,8 @@ class StateCollector(Collector):
             return data
         src = self.m.ctx.gpu_source
         data = {}
-        fn = getattr(src, "temperatures", None)
         try:
-            if callable(fn):
-                data = fn()
-            elif getattr(src, "kind", "") == "nvml" and hasattr(src, "_call") and hasattr(src, "_walk"):
-                def go(nv):
-                    out = {}
-                    for d, h in src._walk(nv):
-                        if d.kind == "gpu":
-                            out[d.uuid] = float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
-                    return out
-                data = src._call(go)
+            data = src.temperatures()
         except Exception as e:  # best effort: a failing sensor must not fail the scrape
             log.debug("GPU temperature unavailable: %s", e)
             data = {}

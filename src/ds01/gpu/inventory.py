@@ -209,6 +209,10 @@ class InventorySource(ABC):
     @abstractmethod
     def utilization(self) -> dict[str, DeviceUtil]: ...
 
+    def temperatures(self) -> dict[str, float]:
+        """GPU core temperature (°C) by whole-GPU uuid; {} where the source has no sensors."""
+        return {}
+
     @abstractmethod
     def processes(self) -> dict[str, list[int]]: ...
 

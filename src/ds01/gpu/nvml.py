@@ -244,6 +244,22 @@ class NvmlSource(InventorySource):
 
         return self._call(go)
 
+    def temperatures(self) -> dict[str, float]:
+        """GPU core temperature (°C) per whole GPU; MIG instances share their parent's sensor."""
+        def go(nv: Any) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for d, h in self._walk(nv):
+                if d.kind != "gpu":
+                    continue
+                try:
+                    out[d.uuid] = float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+                except nv.NVMLError as e:
+                    if not self._unsupported(nv, e):
+                        raise
+            return out
+
+        return self._call(go)
+
     def processes(self) -> dict[str, list[int]]:
         def go(nv: Any) -> dict[str, list[int]]:
             out: dict[str, list[int]] = {}

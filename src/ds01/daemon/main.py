@@ -141,6 +141,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
         api_obj.wakeup.set()
     await ticker
     log.info("shutting down")
+    api_obj.lifecycle.close()
     await obs.stop()
     events.emit("daemon.stop", target=str(socket_path))
     await runner.cleanup()

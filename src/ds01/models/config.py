@@ -170,8 +170,10 @@ class LifecycleConfig(Strict):
     thresholds: IdleThresholds = IdleThresholds()
     # per limits-group name (``groups[].name``); a group not listed uses ``thresholds``
     group_thresholds: dict[str, IdleThresholds] = {}
-    # after a (re)start, idle time only counts from started_at + startup_grace
-    startup_grace: Duration = Field(600, ge=0)
+    # after a (re)start, idle time only counts from started_at + startup_grace. 0 by default: the
+    # idle timeout (hours) already covers start-up, and "stopped N s after it went idle" holds
+    # from the first second; set e.g. 5m where busy-machine shrinking makes timeouts short.
+    startup_grace: Duration = Field(0, ge=0)
     # the machine is busy when this share of GPU-equivalents is held, or anyone is queued; then
     # idle timeouts of GPU-holding containers are multiplied by busy_factor
     busy_share: float = Field(0.9, gt=0, le=1)

@@ -9,7 +9,14 @@ from ds01.cli.output import ok, print_json
 
 @click.group()
 def admin() -> None:
-    """Admin tasks (root or members of the admin group)."""
+    """Admin tasks (root or members of the admin group).
+
+    \b
+    Also:
+      ds01 admin dashboard                 everyone's GPUs, containers near limits, recent actions
+      ds01 admin exempt USER --for 3d      no idle stop / max runtime for USER until then
+      --user USER / --all-users            on container-*, image-*, events, usage, check-limits
+    """
 
 
 @admin.group(name="base-image")

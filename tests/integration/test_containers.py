@@ -6,8 +6,11 @@ import grp
 import json
 import os
 import pwd
+import subprocess
 
 import pytest
+
+from ds01.services.workspace import is_pinned
 
 from .harness import USERS, unique_project
 
@@ -46,8 +49,13 @@ def test_alice_full_lifecycle(daemon, docker_client, projects):
     env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert cfg["Labels"]["ds01.uid"] == str(alice.pw_uid) and cfg["Labels"]["ds01.project"] == p
-    binds = hc["Binds"]
-    assert binds == [f"{alice.pw_dir}/workspace/{p}:/workspace:rw"]
+    # the bind source is a root-owned pin of the checked workspace, not a path the user controls
+    (bind,) = hc["Binds"]
+    source, target, mode = bind.split(":")
+    assert target == "/workspace" and mode == "rw"
+    assert source == str(daemon.root / "var/lib/ds01/mounts" / out["name"]) and is_pinned(source)
+    ws_dir = os.path.join(alice.pw_dir, "workspace", p)
+    assert os.path.samestat(os.stat(source), os.stat(ws_dir))
 
     ok(daemon.run("alice", "container-start", p))
     r = ok(daemon.run("alice", "container-run", p, "--", "sh", "-c",
@@ -78,6 +86,7 @@ def test_alice_full_lifecycle(daemon, docker_client, projects):
     assert len(json.loads(ok(daemon.run("alice", "container-list", "--all", "--json")).stdout)) == 1
     ok(daemon.run("alice", "container-remove", p))
     assert not [c for c in daemon.containers(docker_client) if c.name == out["name"]]
+    assert not os.path.exists(source)  # the pin is gone with the container
     # the workspace survives removal, byte for byte
     with open(made) as f:
         assert f.read() == "data\n"
@@ -163,6 +172,34 @@ def test_workspace_symlink_leaving_home_is_refused(daemon, docker_client, projec
         assert {c.id for c in daemon.containers(docker_client)} == before
     finally:
         os.unlink(link)
+
+
+def test_workspace_swapped_for_a_symlink_after_create_is_not_mounted(daemon, docker_client, projects):
+    """Docker follows a bind source's symlinks as root at start: the daemon must not let a user
+    redirect their workspace to a directory they cannot reach themselves."""
+    p = unique_project("swap")
+    projects.append(("alice", p))
+    alice = pwd.getpwnam(USERS["alice"])
+    ok(daemon.run("alice", "container-create", p))
+    secret_dir = daemon.root / "private" / "sub"  # reachable by root only: parent is 0700
+    secret_dir.mkdir(parents=True)
+    os.chmod(secret_dir.parent, 0o700)
+    os.chmod(secret_dir, 0o755)
+    (secret_dir / "secret").write_text("ROOT-PRIVATE\n")
+    ws = os.path.join(alice.pw_dir, "workspace", p)
+    subprocess.run(["runuser", "-u", USERS["alice"], "--", "sh", "-c",
+                    f'mv "{ws}" "{ws}.moved" && ln -s "{secret_dir}" "{ws}"'], check=True)
+    try:
+        r = daemon.run("alice", "container-start", p)
+        # refused either way: alice cannot even look there, and it is outside her home
+        assert r.returncode == 5 and ("outside" in r.stderr or "Permission denied" in r.stderr), r.stderr
+        r = daemon.run("alice", "container-run", p, "--", "cat", "/workspace/secret")
+        assert "ROOT-PRIVATE" not in r.stdout
+    finally:
+        os.unlink(ws)
+        os.rename(ws + ".moved", ws)
+    r = ok(daemon.run("alice", "container-run", p, "--", "ls", "/workspace"))  # the real workspace again
+    assert "secret" not in r.stdout
 
 
 @pytest.mark.parametrize("body,expect", [

@@ -108,7 +108,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     log.info("GPU inventory (%s): %d device(s), driver %s", getattr(gpu_source, "kind", "?"),
              len(inventory.allocatable), inventory.driver_version)
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
-                  gpu_source=gpu_source, inventory=inventory)
+                  gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
     summary = await asyncio.to_thread(ContainerService(ctx).reconcile)
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
 

@@ -13,7 +13,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, PolicyDenied
+from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, PolicyDenied, RuntimeFailure
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import LABEL, build_spec, resolve_ref
@@ -21,7 +21,7 @@ from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
 from ds01.services.context import Context
 from ds01.services.identity import Caller
-from ds01.services.workspace import ensure_workspace
+from ds01.services.workspace import ensure_workspace, pin_workspace, unpin_workspace
 from ds01.state.db import ContainerRecord
 
 log = logging.getLogger("ds01d")
@@ -90,6 +90,7 @@ class ContainerService:
                 with self.ctx.store.transaction() as conn:
                     self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=now)
                     self.ctx.store.release(rec.id, now, "gone", conn)
+                self._unpin(rec.docker_name)
                 self.ctx.events.emit("container.gone", user=rec.user, uid=rec.uid, target=rec.project,
                                      reason="removed outside DS01")
                 rec.status, rec.ended_at = "gone", now
@@ -130,6 +131,7 @@ class ContainerService:
             )
         self._forget_gone(who, project)
         workspace = ensure_workspace(who, project, self.cfg.containers.workspace_base)
+        name = container_name(self.cfg.containers.name_prefix, who.uid, project)
         now = self.ctx.clock()
         with self.ctx.store.transaction() as conn:
             existing = self.ctx.store.live_container(who.uid, project)
@@ -158,7 +160,7 @@ class ContainerService:
                 devices = {u: self.ctx.inventory.device(u).equivalents for u in outcome.devices}
             rec_id = self.ctx.store.insert_container(
                 conn, uid=who.uid, user=who.name, project=project, docker_id=None,
-                docker_name=container_name(self.cfg.containers.name_prefix, who.uid, project), image=image, status="creating", created_at=now, gpus=list(devices),
+                docker_name=name, image=image, status="creating", created_at=now, gpus=list(devices),
                 workspace=workspace, request=request.to_dict(),
             )
             rec = ContainerRecord(id=rec_id, uid=who.uid, user=who.name, project=project, docker_id=None,
@@ -166,10 +168,12 @@ class ContainerService:
             self.ctx.store.allocate(conn, rec, devices, now)
         try:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
-            spec = build_spec(self.cfg, who, project, image, lim, workspace, now, self.ctx.instance,
+            source = self._pin(who, workspace, name)
+            spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
                               device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count())
             info = self.ctx.runtime.create(spec)
         except BaseException:
+            self._unpin(name)
             with self.ctx.store.transaction() as conn:
                 self.ctx.store.release(rec_id, self.ctx.clock(), "create failed", conn)
                 self.ctx.store.update_container(rec_id, conn, status="removed", ended_at=self.ctx.clock())
@@ -183,6 +187,22 @@ class ContainerService:
         rec = self.ctx.store.get_container(rec_id)
         assert rec is not None
         return record_view(rec)
+
+    def _pin(self, who: Caller, real: str, name: str) -> str:
+        """The bind source Docker gets for the workspace: a root-owned mount of the directory we
+        checked (see services/workspace.py), so a later symlink swap cannot redirect it."""
+        if not self.ctx.mounts_dir:
+            return real
+        try:
+            return pin_workspace(who, real, self.cfg.containers.workspace_base,
+                                 os.path.join(self.ctx.mounts_dir, name))
+        except OSError as e:  # fail closed: never hand Docker an unpinned user path
+            raise RuntimeFailure(f"could not pin the workspace {real}: {e.strerror}",
+                                 "ds01d must run as root on the host's mount namespace") from None
+
+    def _unpin(self, name: str) -> None:
+        if self.ctx.mounts_dir and name:
+            unpin_workspace(os.path.join(self.ctx.mounts_dir, name))
 
     def _forget_gone(self, who: Caller, project: str) -> None:
         """A live record whose container vanished from the engine must not block a new create."""
@@ -239,6 +259,10 @@ class ContainerService:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status != "running":
+            # re-check and re-pin the workspace: it may have been swapped since create, and pins
+            # do not survive a host reboot
+            self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base),
+                      rec.docker_name)
             self._retake_gpus(who, rec)
             try:
                 self.ctx.runtime.start(rec.docker_id)
@@ -296,6 +320,7 @@ class ContainerService:
                            f"stop it first with 'container-stop {rec.project}' or use --force")
         if rec.status != "gone" and rec.docker_id:
             self.ctx.runtime.remove(rec.docker_id, force=force)
+        self._unpin(rec.docker_name)
         now = self.ctx.clock()
         with self.ctx.store.transaction() as conn:
             self.ctx.store.update_container(rec.id, conn, status="removed", ended_at=now)
@@ -409,6 +434,7 @@ class ContainerService:
                     self.ctx.store.release(rec.id, self.ctx.clock(), "create interrupted", conn)
                 if rec.docker_name:
                     self.ctx.runtime.remove(rec.docker_name, force=True)
+                    self._unpin(rec.docker_name)
                 gone += 1
                 continue
             info = infos.get(rec.docker_id or "")
@@ -427,6 +453,11 @@ class ContainerService:
                 project = validate_project(lb.get(f"{LABEL}.project", ""))
             except (ValueError, DS01Error):
                 log.warning("not adopting %s: bad ds01 labels", info.name)
+                continue
+            if info.name != container_name(self.cfg.containers.name_prefix, uid, project):
+                # only what this daemon would have created: a build step or a hand-made container
+                # carrying copied ds01.* labels is not a user's container
+                log.warning("not adopting %s: its name does not match its ds01 labels", info.name)
                 continue
             if self.ctx.store.live_container(uid, project) is not None:
                 log.warning("not adopting %s: (%s, %s) already has a live record", info.name, uid, project)

@@ -23,6 +23,8 @@ class Context:
     clock: Callable[[], float] = field(default=time.time)
     gpu_source: InventorySource = field(default_factory=EmptySource)
     inventory: Inventory = field(default_factory=Inventory)
+    # root-owned directory for pinned workspace mounts (services/workspace.py); None = pinning off
+    mounts_dir: str | None = None
 
     def emit(self, action: str, who, target: str, result: str = "ok", reason: str | None = None,
              data: dict | None = None, actor=None) -> None:

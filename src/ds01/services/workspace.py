@@ -60,3 +60,87 @@ def _gids(caller: Caller) -> list[int]:
         return os.getgrouplist(caller.name, caller.gid)
     except OSError:
         return [caller.gid]
+
+
+# -- pinning: what Docker mounts is the directory we checked, not whatever a path names later ------
+#
+# Docker resolves a bind source path as root when the container *starts*, following symlinks. A user
+# could replace ~/workspace/<p> with a symlink after the check and have root mount any directory
+# (even one the user cannot traverse). So the daemon opens the checked directory itself, walking
+# from the trust root with O_NOFOLLOW on every component, and bind-mounts *that open directory* onto
+# a root-owned mount point; Docker is given the mount point. Re-done before every start.
+
+_MS_BIND = 4096
+_MNT_DETACH = 2
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def open_nofollow(root: str, real: str) -> int:
+    """An O_PATH fd of ``real`` reached from ``root`` through real directories only."""
+    rel = os.path.relpath(real, root)
+    if rel.startswith(".."):
+        raise PermissionDenied(f"{real} is outside {root}")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in [] if rel == "." else rel.split(os.sep):
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except OSError as e:
+        os.close(fd)
+        raise PermissionDenied(
+            f"your workspace {real} changed while it was being prepared ({e.strerror})",
+            "workspaces must be real directories inside your home, not symlinks",
+        ) from None
+    return fd
+
+
+def pin_workspace(caller: Caller, real: str, template: str, mount_point: str) -> str:
+    """Bind-mount the checked workspace ``real`` onto ``mount_point``; returns the mount point."""
+    _, root = base_for(template, caller)
+    fd = open_nofollow(os.path.realpath(root), real)
+    try:
+        if os.fstat(fd).st_uid != caller.uid:
+            raise PermissionDenied(f"{real} is not owned by you", "workspaces must belong to their user")
+        os.makedirs(mount_point, mode=0o700, exist_ok=True)
+        unpin_workspace(mount_point, remove_dir=False)
+        ctypes, libc = _libc()
+        if libc.mount(f"/proc/self/fd/{fd}".encode(), mount_point.encode(), None, _MS_BIND, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), mount_point)
+    finally:
+        os.close(fd)
+    return mount_point
+
+
+def unpin_workspace(mount_point: str, remove_dir: bool = True) -> None:
+    """Undo :func:`pin_workspace` (idempotent); never touches the workspace itself."""
+    if not os.path.isdir(mount_point):
+        return
+    _, libc = _libc()
+    # os.path.ismount cannot see a bind mount within one filesystem: unmount until the kernel
+    # says this is no mount point (EINVAL); stacked pins from a crash come off one by one.
+    for _ in range(16):
+        if libc.umount2(mount_point.encode(), _MNT_DETACH) != 0:
+            break
+    if remove_dir:
+        try:
+            os.rmdir(mount_point)  # fails harmlessly if something is still mounted there
+        except OSError:
+            pass
+
+
+def is_pinned(mount_point: str) -> bool:
+    """Whether ``mount_point`` is a mount point now (from /proc/self/mountinfo)."""
+    target = os.path.realpath(mount_point)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            field = line.split()[4]
+            if field.encode().decode("unicode_escape") == target:
+                return True
+    return False

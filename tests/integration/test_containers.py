@@ -238,7 +238,7 @@ def test_identity_comes_from_the_kernel_not_the_request(daemon):
 def test_image_not_allowed_is_a_policy_denial(daemon, docker_client):
     before = {c.id for c in daemon.containers(docker_client)}
     r = daemon.run("alice", "container-create", unique_project("img"), "--image", "evil.example/root:latest")
-    assert r.returncode == 6 and "not allowed" in r.stderr and "ds01/" in r.stderr
+    assert r.returncode == 6 and "not from an allowed registry" in r.stderr and "ds01/" in r.stderr
     assert {c.id for c in daemon.containers(docker_client)} == before
 
 

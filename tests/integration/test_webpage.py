@@ -174,3 +174,21 @@ def test_hide_user_names(web):
         assert name not in page
     data = urllib.request.urlopen(f"http://127.0.0.1:{web.web_port}/status.json").read().decode()
     assert all(name not in data for name in USERS.values())
+
+
+def test_public_page_shows_no_event_details(web):
+    """Anyone on the host can read the page: what alice ran in her container is not on it."""
+    p = unique_project("pub")
+    web.used.append(("alice", p))
+    assert web.run("alice", "container-create", p).returncode == 0
+    assert web.run("alice", "container-run", p, "--", "echo", "TOKEN-abc123").returncode == 0
+    wait_up(web.web_port)
+    deadline = time.time() + 10  # the page caches its data for a second
+    while True:
+        data = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web.web_port}/status.json").read())
+        if any(e["action"] == "container.exec" for e in data["events"]) or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert any(e["action"] == "container.exec" for e in data["events"])
+    assert "TOKEN-abc123" not in json.dumps(data)
+    assert all("data" not in e and "reason" not in e for e in data["events"])

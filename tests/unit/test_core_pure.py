@@ -157,3 +157,21 @@ def test_every_error_code_maps_back_to_its_class():
         assert cls.exit_code not in seen_exit or cls is errors.DS01Error, (cls, seen_exit)
         seen_exit[cls.exit_code] = cls
     assert isinstance(errors.from_dict({"code": "nonsense", "message": "x"}), errors.DS01Error)
+
+
+def test_events_are_bounded_and_pruned(tmp_path):
+    import json as _json
+
+    from ds01.daemon.events import MAX_DATA, EventLog
+    from ds01.state.db import Store
+
+    store = Store(tmp_path / "s.db")
+    log = EventLog(tmp_path / "e.jsonl", store)
+    ev = log.emit("api.post", user="bob", uid=2, target="/v1/" + "x" * 9000, reason="r" * 9000,
+                  data={"message": "m" * 50000})
+    assert len(ev["target"]) <= 300 and len(ev["reason"]) <= 500
+    assert len(_json.dumps(ev["data"])) <= MAX_DATA + 100
+    line = (tmp_path / "e.jsonl").read_text()
+    assert len(line) < 6000
+    store.execute("UPDATE events SET time = 1")
+    assert store.prune_events(before=100) == 1 and store.events() == []

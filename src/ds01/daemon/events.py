@@ -15,6 +15,15 @@ from ds01.state.db import Store
 log = logging.getLogger("ds01d")
 
 
+MAX_DATA = 4096
+
+
+def _clip(text: str | None, n: int) -> str | None:
+    if text is None or len(text) <= n:
+        return text
+    return text[: n - 1] + "…"
+
+
 class EventLog:
     def __init__(self, path: Path, store: Store, max_bytes: int = 50 * 1024**2, keep: int = 5):
         self.path = path
@@ -28,10 +37,12 @@ class EventLog:
 
     def emit(self, action: str, *, user: str | None = None, uid: int | None = None, target: str | None = None,
              result: str = "ok", reason: str | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        ev = {"time": time.time(), "user": user, "uid": uid, "action": action, "target": target,
-              "result": result, "reason": reason}
+        ev = {"time": time.time(), "user": user, "uid": uid, "action": action, "target": _clip(target, 300),
+              "result": result, "reason": _clip(reason, 500)}
         if data:
-            ev["data"] = data
+            # bounded: a user's refused request must not be able to write megabytes per event
+            blob = json.dumps(data, default=str)
+            ev["data"] = data if len(blob) <= MAX_DATA else {"truncated": blob[:MAX_DATA]}
         line = json.dumps(ev, default=str)
         with self._lock:
             self._rotate_if_needed()

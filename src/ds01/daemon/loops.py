@@ -40,7 +40,24 @@ async def tick(api: Api) -> None:
     served = await asyncio.to_thread(api.gpu.serve_queue)
     if released or served:
         log.info("tick: released %d device(s), served %d queued request(s)", released, len(served))
+    await _housekeeping(api)
     _wake_at(api, next_due)
+
+
+_last_prune = 0.0
+
+
+async def _housekeeping(api: Api) -> None:
+    """Hourly: drop events past their retention from the state DB."""
+    global _last_prune
+    now = api.ctx.clock()
+    if now - _last_prune < 3600:
+        return
+    _last_prune = now
+    cutoff = now - api.ctx.config.daemon.events_retention
+    n = await asyncio.to_thread(api.ctx.store.prune_events, cutoff)
+    if n:
+        log.info("pruned %d event(s) older than the retention", n)
 
 
 def _wake_at(api: Api, due: float | None) -> None:

@@ -222,6 +222,8 @@ class DaemonConfig(Strict):
     events_max_bytes: Size = 50 * 1024**2
     # rotated generations of events.jsonl kept beside it (.1 … .N); the state DB keeps the full history
     events_keep: int = Field(5, ge=1, le=100)
+    # events older than this are dropped from the state DB (usage comes from allocations, kept)
+    events_retention: Duration = Field(400 * 86400, gt=0)
 
 
 def _listen_address(v: Any) -> Any:

@@ -248,12 +248,10 @@ class ContainerService:
                 "request": request.describe(), "position": position}
 
     def _check_image(self, image: str) -> None:
-        allowed = self.cfg.images.allowed
-        if not any(image.startswith(p) for p in allowed):
-            raise PolicyDenied(
-                f"image {image!r} is not allowed on this host",
-                "allowed image prefixes: " + (", ".join(allowed) or "(none configured)"),
-            )
+        from ds01.images.catalog import check_image_allowed
+
+        # the same rule as for builds: prefixes end at a name boundary, references normalised
+        check_image_allowed(image, self.cfg.images.allowed)
 
     def start(self, actor: Caller, who: Caller, ref: str) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))

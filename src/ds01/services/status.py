@@ -247,7 +247,13 @@ class StatusService:
         user and project names."""
         inv = self.devices()
         queue = self.gpu.queue(None)
-        evs = self.recent_events(events)
+        # Public events say what happened to whom, never the details (commands run, messages):
+        # those are for the owner ('ds01 events') and admins.
+        evs = [{k: e.get(k) for k in ("id", "time", "user", "action", "target", "result")}
+               for e in self.recent_events(events)]
+        for d in inv["devices"]:
+            d["processes"] = [{**p, "command": None} for p in d["processes"]]
+        inv["unmanaged_processes"] = [{**p, "command": None} for p in inv["unmanaged_processes"]]
         if hide_names:
             for d in inv["devices"]:
                 if d["holder"]:
@@ -257,7 +263,7 @@ class StatusService:
             inv["unmanaged_processes"] = [{**p, "user": None, "container": None, "command": None}
                                           for p in inv["unmanaged_processes"]]
             queue = [{**q, "user": "(hidden)", "project": "(hidden)"} for q in queue]
-            evs = [{**e, "user": None, "target": None, "data": None} for e in evs]
+            evs = [{**e, "user": None, "target": None} for e in evs]
         return {"time": self.ctx.clock(), "gpus": inv, "queue": queue, "events": evs,
                 "names_hidden": hide_names}
 

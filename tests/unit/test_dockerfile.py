@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -103,7 +102,6 @@ def test_ca_is_never_copied_into_a_layer():
     assert not re.search(r"^ARG\s+(HTTP|HTTPS|NO|FTP|ALL)_PROXY", text, re.M | re.I)
 
 
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs /bin/sh")
 def test_run_lines_are_valid_shell():
     text = spec(preset="audio", pip_packages=["numpy==2.0.0"], requirements_file="r.txt").render()
     for run in (i for i in instructions(text) if i.startswith("RUN ")):

@@ -15,7 +15,6 @@ from ds01.projects.git import FIRST_COMMIT_MESSAGE, LFS_PATTERNS, git_init, vali
 from ds01.projects.readme import write_readme
 from ds01.projects.scaffold import create_dirs
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 FAKE_LFS = """#!/bin/sh
 # Stand-in for git-lfs: records calls, and 'install --local' sets the filter like the real one.

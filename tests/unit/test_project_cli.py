@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 
@@ -183,7 +182,6 @@ def test_default_base_and_template(tmp_path, monkeypatch):
 # --- git-init and readme-create -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_full_flow_and_second_run(ws):
     assert run(dir_create, "thesis").exit_code == 0
     assert run(readme_create, "thesis").exit_code == 0
@@ -199,7 +197,6 @@ def test_full_flow_and_second_run(ws):
     assert d["changed"] is False and d["commit"]
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_init_conflicting_remote_needs_force(ws):
     from ds01.errors import Conflict
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -159,7 +158,6 @@ def test_report_to_dict(tmp_path):
     assert d == {"created": [".gitignore"], "kept": [], "overwritten": []}
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_gitignore_semantics_with_real_git(tmp_path):
     create_dirs(tmp_path, "data-science")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}

@@ -113,9 +113,14 @@ def test_bob_cannot_list_build_on_or_delete_alices_image(daemon, docker_client, 
     q = unique_project("bob")
     projects.append(("bob", q))
     write_as("bob", f"{home('bob')}/workspace/{q}/Dockerfile",
-             f"FROM {image_of('alice', p)}\nLABEL ds01.uid=0 ds01.user={USERS['alice']}\n")
+             f"FROM {image_of('alice', p)}\nRUN true\n")
     r = daemon.run("bob", "image-create", q)
     assert r.returncode == 4 and "does not exist" in r.stderr
+    # and labels cannot be spoofed: ds01.* labels in a user Dockerfile are refused outright
+    write_as("bob", f"{home('bob')}/workspace/{q}/Dockerfile",
+             f"FROM {BASE}\nLABEL ds01.uid=0 ds01.user={USERS['alice']}\n")
+    r = daemon.run("bob", "image-create", q)
+    assert r.returncode == 6 and "ds01.*" in r.stderr
 
 
 def test_bob_cannot_run_alices_image(daemon, built):
@@ -160,3 +165,103 @@ def test_bootstrap_is_admin_only_and_idempotent(daemon, base_image):
     assert r.returncode == 5
     r = ok(daemon.run("adm", "ds01", "admin", "base-image", "bootstrap"))
     assert "already exists" in r.stdout
+
+
+# --------------------------------------------------------------------------- security review
+
+TEST_BASE = "ds01-test/busybox:latest"
+
+
+@pytest.fixture
+def bob_secret(daemon, projects):
+    """An image of bob's holding a secret file."""
+    p = unique_project("bsec")
+    projects.append(("bob", p))
+    write_as("bob", f"{home('bob')}/workspace/{p}/Dockerfile",
+             f"FROM {TEST_BASE}\nRUN echo BOB-SECRET-DATA > /secret\n")
+    ok(daemon.run("bob", "image-create", p, timeout=300))
+    yield image_of("bob", p)
+    daemon.run("bob", "image-delete", p, "--force", "--yes")
+
+
+def _alice_build(daemon, projects, text: str, stem: str = "asec"):
+    p = unique_project(stem)
+    projects.append(("alice", p))
+    write_as("alice", f"{home('alice')}/workspace/{p}/Dockerfile", text)
+    return p, daemon.run("alice", "image-create", p, timeout=300)
+
+
+def test_other_users_image_refused_in_every_spelling_and_parse(daemon, projects, bob_secret):
+    ref = bob_secret
+    cases = [
+        f"FROM index.docker.io/{ref}\nRUN cat /secret\n",
+        f"FROM docker.io/{ref}\nRUN cat /secret\n",
+        f"FROM registry-1.docker.io/{ref}\nRUN cat /secret\n",
+        f"FROM {TEST_BASE}\nCOPY \\\n\n--from={ref} /secret /stolen\nRUN cat /stolen\n",
+        f"FROM {TEST_BASE}\nCOPY \\\n   \n# c\n--from=docker.io/{ref} /secret /stolen\nRUN cat /stolen\n",
+        f"FROM {TEST_BASE}\r\nCOPY --\"from\"={ref} /secret /stolen\r\nRUN cat /stolen\r\n",
+        f"#\tescape=`\nFROM {TEST_BASE}\nCOPY `\n--from={ref} /secret /stolen\nRUN cat /stolen\n",
+        f"FROM {TEST_BASE}\nONBUILD COPY --from={ref} /secret /stolen\n",
+    ]
+    for text in cases:
+        p, r = _alice_build(daemon, projects, text)
+        assert r.returncode != 0, text
+        assert "BOB-SECRET-DATA" not in r.stdout + r.stderr, text
+        assert ("does not exist" in r.stderr or "escape directive" in r.stderr or "ONBUILD" in r.stderr), r.stderr
+
+
+def test_onbuild_base_image_is_refused(daemon, docker_client, projects):
+    import io
+
+    tag = f"ds01-test/onbuild-{unique_project('ob')}:latest"
+    docker_client.images.build(fileobj=io.BytesIO(f"FROM {TEST_BASE}\nONBUILD RUN echo trigger\n".encode()),
+                               tag=tag, rm=True)
+    try:
+        p, r = _alice_build(daemon, projects, f"FROM {tag}\nRUN echo hi\n")
+        assert r.returncode == 6 and "ONBUILD" in r.stderr and tag in r.stderr
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_reserved_labels_add_url_and_heredoc_refused(daemon, projects):
+    for text, why in [(f"FROM {TEST_BASE}\nLABEL ds01.managed=true ds01.uid=0\n", "ds01.*"),
+                      (f"FROM {TEST_BASE}\nADD http://127.0.0.1:1/x /x\n", "URL"),
+                      (f"FROM {TEST_BASE}\nRUN <<EOF\necho hi\nEOF\n", "heredoc")]:
+        _, r = _alice_build(daemon, projects, text)
+        assert r.returncode != 0 and why in r.stderr, (text, r.stderr)
+
+
+def test_engine_builds_the_checked_rewrite(daemon, docker_client, projects):
+    """Continuations across empty and comment lines are joined as Docker joins them, and the
+    image is built from the daemon's rewrite (which carries no comments)."""
+    text = (f"# a comment\nFROM {TEST_BASE}\nRUN echo one \\\n\n  # inner\n   two > /x\n"
+            "CMD [\"cat\", \"/x\"]\n")
+    p, r = _alice_build(daemon, projects, text)
+    try:
+        ok(r)
+        out = docker_client.containers.run(image_of("alice", p), remove=True).decode()
+        assert out.split() == ["one", "two"]
+        # built from the own image: the rewrite resets ds01.managed for the build's containers,
+        # the final image carries the daemon's labels
+        q, r2 = _alice_build(daemon, projects, f"FROM {image_of('alice', p)}\nRUN true\n", "own")
+        ok(r2)
+        assert docker_client.images.get(image_of("alice", q)).labels["ds01.managed"] == "true"
+        daemon.run("alice", "image-delete", q, "--force", "--yes")
+    finally:
+        daemon.run("alice", "image-delete", p, "--force", "--yes")
+
+
+def test_output_without_newlines_is_bounded(daemon, projects):
+    import time
+
+    token = unique_project("nocache")  # never in the engine's build cache
+    text = f"FROM {TEST_BASE}\nRUN echo {token} >/dev/null; head -c 60000000 /dev/zero | busybox tr '\\0' a\n"
+    t0 = time.time()
+    p, r = _alice_build(daemon, projects, text, "nl")
+    try:
+        ok(r)
+        assert time.time() - t0 < 120
+        assert "the rest of its output is not shown" in r.stdout + r.stderr
+        assert len(r.stdout) < 60 * 1024 * 1024
+    finally:
+        daemon.run("alice", "image-delete", p, "--force", "--yes")

@@ -357,27 +357,116 @@ def _exists_hint(
 # --------------------------------------------------------------------------- image policy
 
 
-def _normalize_ref(ref: str) -> str:
-    """Docker Hub spellings of the same image compare equal: ``docker.io/library/python:3`` is
-    ``python:3`` and ``docker.io/pytorch/pytorch`` is ``pytorch/pytorch``."""
-    for p in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
-        if ref.startswith(p):
-            return ref[len(p) :]
-    return ref
+# Every name Docker Hub answers to. The engine itself maps only ``index.docker.io``; the others are
+# mapped here too so a policy check can never read them as a different registry (fail closed).
+_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+HUB = "docker.io"
+
+
+class ImageRef:
+    """An image reference normalised as the engine does: ``domain`` (lowercased; every Docker Hub
+    spelling is ``docker.io``), ``path`` (``library/`` added to single-name Hub repositories),
+    ``tag`` (None when absent) and ``digest`` (``sha256:…`` or None).
+
+    The ONE normaliser for every image check (``image_allowed``, ``user_image_owner``,
+    ``ImageService.check_use``); never compare reference text directly."""
+
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str | None, digest: str | None):
+        self.domain, self.path, self.tag, self.digest = domain, path, tag, digest
+
+    @property
+    def repository(self) -> str:
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def canonical(self) -> str:
+        """``docker.io/library/python:latest``; with a digest the tag is dropped (the engine
+        resolves a name with both by its digest)."""
+        if self.digest:
+            return f"{self.repository}@{self.digest}"
+        return f"{self.repository}:{self.tag or 'latest'}"
+
+    def ds01_parts(self) -> list[str] | None:
+        """The path below ``ds01/`` for a Hub reference in DS01's namespace (compared
+        case-insensitively), else None: ``[]``… ``["base"]`` (a lab image), ``["alice", "proj"]``
+        (a per-user image), anything longer (refused by the checks)."""
+        parts = self.path.split("/")
+        if self.domain == HUB and parts[0].lower() == "ds01":
+            return parts[1:]
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImageRef) and self.canonical == other.canonical
+
+    def __hash__(self) -> int:
+        return hash(self.canonical)
+
+    def __repr__(self) -> str:
+        return f"ImageRef({self.canonical!r})"
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    """(domain, remainder) as the engine splits a name: the first component is a registry host
+    when it contains ``.`` or ``:``, is ``localhost`` or has an uppercase letter."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        domain = first.lower()
+        return (HUB if domain in _HUB_HOSTS else domain), rest
+    return HUB, name
+
+
+def normalize_ref(ref: str) -> ImageRef:
+    """Parse ``ref`` into an :class:`ImageRef` (see there). Raises InvalidInput for text that is
+    no image reference at all (empty, whitespace, several ``@``)."""
+    s = ref.strip() if isinstance(ref, str) else ""
+    if not s or any(c.isspace() for c in s) or s.count("@") > 1:
+        raise InvalidInput(f"not a valid image reference: {ref!r}", "e.g. python:3.12-slim")
+    name, _, digest = s.partition("@")
+    tag = None
+    i = name.rfind(":")
+    if i > name.rfind("/"):
+        name, tag = name[:i], name[i + 1:]
+    domain, path = _split_domain(name)
+    if not path:
+        raise InvalidInput(f"not a valid image reference: {ref!r}", "e.g. python:3.12-slim")
+    if domain == HUB and "/" not in path:
+        path = "library/" + path
+    return ImageRef(domain, path, tag, digest or None)
+
+
+def _normalize_prefix(prefix: str) -> str:
+    """An admin's allowed prefix in the normalised spelling (``python:`` ->
+    ``docker.io/library/python:``, ``ds01/`` -> ``docker.io/ds01/``, ``nvcr.io/nvidia/`` as is)."""
+    p = prefix.strip()
+    if not p:
+        return ""
+    domain, rest = _split_domain(p)
+    if domain != HUB:
+        return f"{domain}/{rest}"
+    if rest and "/" not in rest:  # a single name (python, python:, ubuntu@): an official image
+        rest = "library/" + rest
+    return f"{HUB}/{rest}"
 
 
 def image_allowed(ref: str, allowed_prefixes: Sequence[str]) -> bool:
     """Is ``ref`` inside one of the admin's allowed prefixes?
 
-    A prefix ending in ``/``, ``:`` or ``@`` matches as text. A prefix ending in a name
-    character must end at a name boundary, so ``pytorch/pytorch`` allows
-    ``pytorch/pytorch:2.5.1-…`` but not ``pytorch/pytorch-evil:x``. Invalid references and an
-    empty prefix list are refused (fail closed)."""
+    Both sides are normalised (:func:`normalize_ref`), so every spelling of a Hub image
+    (``python:3``, ``docker.io/library/python:3``, ``index.docker.io/…``) compares equal, and a
+    reference without tag is compared as ``:latest``. A prefix ending in ``/``, ``:`` or ``@``
+    matches as text. A prefix ending in a name character must end at a name boundary, so
+    ``pytorch/pytorch`` allows ``pytorch/pytorch:2.5.1-…`` but not ``pytorch/pytorch-evil:x``.
+    Invalid references and an empty prefix list are refused (fail closed)."""
     if not valid_image_ref(ref):
         return False
-    r = _normalize_ref(ref)
+    try:
+        r = normalize_ref(ref).canonical
+    except InvalidInput:
+        return False
     for prefix in allowed_prefixes:
-        p = _normalize_ref(prefix.strip())
+        p = _normalize_prefix(prefix)
         if not p:
             continue
         if p[-1] in "/:@":

@@ -117,6 +117,10 @@ class ImagesConfig(Strict):
 
 class BuildConfig(Strict):
     ca_bundle: str | None = "/etc/ssl/certs/ca-certificates.crt"
+    # pip_index_url, pip_extra_index_url and http_proxy become build args of EVERY user's build
+    # (PIP_INDEX_URL, HTTP_PROXY, …): any user can print them (RUN echo $HTTP_PROXY) and they can
+    # end up in image history. Never put credentials (user:password@, tokens) in these URLs; use
+    # an index/proxy that authenticates the host by network instead.
     pip_index_url: str | None = None
     pip_extra_index_url: str | None = None
     http_proxy: str | None = None

@@ -165,6 +165,8 @@ class ImageInfo:
     labels: dict[str, str]
     size: int  # bytes
     created: float  # unix time
+    digests: list[str] = field(default_factory=list)  # repo@sha256:… names (pulled images)
+    onbuild: list[str] = field(default_factory=list)  # the image's ONBUILD triggers (inspect only)
 
 
 class RuntimeImages(abc.ABC):

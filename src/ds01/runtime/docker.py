@@ -363,6 +363,8 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             labels=(attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {},
             size=int(attrs.get("Size") or 0),
             created=float(created or 0),
+            digests=[d for d in (attrs.get("RepoDigests") or []) if d != "<none>@<none>"],
+            onbuild=list((attrs.get("Config") or {}).get("OnBuild") or []),
         )
 
     def image_inspect(self, ref: str) -> ImageInfo | None:

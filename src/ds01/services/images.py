@@ -53,38 +53,239 @@ class ImageRefs:
     final_base: str | None = None  # the external image the last stage starts from
 
 
-def image_refs(dockerfile: str) -> ImageRefs:
-    """Every image a Dockerfile uses, with build stages (``FROM x AS y``, numeric ``--from``)
-    resolved. Raises InvalidInput for variables in image names (``FROM $BASE``), which DS01
-    could not check before the build, and for a Dockerfile without FROM."""
+# The classic builder's instructions, and the builder flags each may carry (anything else is
+# refused: a flag DS01 does not know is a flag it did not check).
+INSTRUCTIONS = frozenset({"from", "run", "cmd", "label", "maintainer", "expose", "env", "add", "copy",
+                          "entrypoint", "volume", "user", "workdir", "arg", "onbuild", "stopsignal",
+                          "healthcheck", "shell"})
+FLAGS = {"from": {"platform"}, "copy": {"from", "chown", "chmod"}, "add": {"chown", "chmod"},
+         "healthcheck": {"interval", "timeout", "start-period", "retries", "start-interval"}}
+_FLAG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+,=${}-]*$")
+_STAGE_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+# What DS01's Dockerfile generator wrote before ds01.* labels were reserved (now org.ds01.*);
+# such a line is left out of the build instead of refusing the user's existing file.
+LEGACY_LABEL = re.compile(r'^LABEL ds01\.project="[A-Za-z0-9_.+= -]*"(?: ds01\.framework="[A-Za-z0-9_.+= -]*")?$')
+_HEREDOC = re.compile(r"^\d*<<-?[^<]*$")
+# A bare image id or id prefix ("FROM 3f2a", "FROM sha256:3f2a…"): the engine resolves it by id,
+# which would name any image on the host, built by anyone, by guessing a few hex digits.
+ID_LIKE = re.compile(r"^(?:sha256:)?[0-9a-f]{1,64}$")
+# Docker's tokenWhitespace, and characters no Dockerfile needs that parsers disagree about.
+_WS = re.compile(r"[ \t]+")
+
+
+def _odd_char(line: str) -> str | None:
+    for c in line:
+        if c == "\t" or c == " ":
+            continue
+        if ord(c) < 0x20 or c == "\x7f" or c.isspace() or c in "\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" \
+                or "\u2000" <= c <= "\u200b" or c == "\ufeff":
+            return c
+    return None
+
+
+def _go_words(rest: str) -> list[str]:
+    """The engine's parseWords (LABEL/ENV key=value splitting): whitespace outside quotes ends a
+    word; quotes and escapes stay in the word."""
+    words: list[str] = []
+    word, quote, phase, blank_ok = "", "", 0, False  # phase 0 spaces, 1 word, 2 quote
+    i, n = 0, len(rest)
+    while i <= n:
+        ch = rest[i] if i < n else ""
+        if phase == 0:
+            if i == n:
+                break
+            if ch in " \t":
+                i += 1
+                continue
+            phase = 1
+        if phase in (1, 2) and i == n:
+            if blank_ok or word:
+                words.append(word)
+            break
+        if phase == 1:
+            if ch in " \t":
+                phase = 0
+                if blank_ok or word:
+                    words.append(word)
+                word, blank_ok = "", False
+                i += 1
+                continue
+            if ch in "'\"":
+                quote, blank_ok, phase = ch, True, 2
+            if ch == "\\":
+                if i + 1 == n:
+                    i += 1
+                    continue
+                word += ch
+                i += 1
+                ch = rest[i]
+            word += ch
+            i += 1
+            continue
+        if ch == quote:
+            phase = 1
+        if ch == "\\" and quote != "'":
+            if i + 1 == n:
+                phase = 1
+                i += 1
+                continue
+            word += ch
+            i += 1
+            ch = rest[i]
+        word += ch
+        i += 1
+    return words
+
+
+def _unquote(word: str) -> str:
+    return word.replace('"', "").replace("'", "").replace("\\", "")
+
+
+@dataclass
+class CheckedDockerfile:
+    """A user Dockerfile that passed :func:`check_dockerfile`: its instructions, the images it
+    uses, and :meth:`render`, the text DS01 sends to the engine."""
+
+    instructions: list[Any]
+    refs: ImageRefs
+    from_bases: list[tuple[int, str | None]] = field(default_factory=list)  # (instruction index, external base)
+    dropped: set[int] = field(default_factory=set)  # instructions left out of the build
+
+    def render(self, after: dict[int, list[str]] | None = None) -> str:
+        """One instruction per line, continuations joined, comments dropped, builder flags
+        written out as ``--name=value`` (so the engine's reading of them cannot differ from the
+        one checked); ``after[i]``: daemon lines to insert after instruction ``i``."""
+        out = []
+        for i, ins in enumerate(self.instructions):
+            if i in self.dropped:
+                continue
+            head = [ins.keyword.upper()] + [f"--{n.lower()}={v}" for n, v in ins.flags]
+            out.append(" ".join(head + ([ins.rest] if ins.rest else [])))
+            out.extend((after or {}).get(i, []))
+        return "\n".join(out) + "\n"
+
+
+def check_dockerfile(text: str) -> CheckedDockerfile:
+    """Parse a user Dockerfile exactly as the engine does and refuse what DS01 cannot vouch for:
+    unknown instructions or builder flags, ``ONBUILD``, ``LABEL ds01.*``, heredocs, ``ADD`` from a
+    URL, variables in image names, image ids, odd whitespace/control characters. Raises
+    InvalidInput/PolicyDenied naming the line."""
+    from ds01.images.catalog import valid_image_ref
+    from ds01.images.dockerfile_text import MAX_LINE, _continues, parse_instructions
+
+    instructions = parse_instructions(text)
     refs = ImageRefs()
-    stages: dict[str, str | None] = {}  # stage name -> its external base (None for scratch chains)
+    stages: dict[str, str | None] = {}
     bases: list[str | None] = []
-    for line in logical_lines(dockerfile):
-        words = line.split()
-        instr = words[0].upper()
-        if instr == "FROM":
-            args = [w for w in words[1:] if not w.startswith("--")]
-            if not args:
-                raise InvalidInput(f"a FROM line names no image: {line!r}")
-            ref = args[0]
-            base = _resolve(ref, stages, refs)
+    from_bases: list[tuple[int, str | None]] = []
+    dropped: set[int] = set()
+
+    for idx, ins in enumerate(instructions):
+        where = f"line {ins.lineno} ({_shorten(ins.line, 60)})"
+        kw = ins.keyword
+        odd = _odd_char(ins.line)
+        if odd is not None:
+            raise InvalidInput(f"the Dockerfile has a control or unusual whitespace character (U+{ord(odd):04X}) "
+                               f"at {where}", "use plain spaces and tabs")
+        if len(ins.line.encode("utf-8")) > MAX_LINE:
+            raise InvalidInput(f"the instruction at line {ins.lineno} is longer than {MAX_LINE} bytes once its "
+                               "continuation lines are joined", "split it into several instructions")
+        if _continues(ins.line, "\\")[1]:
+            raise InvalidInput(f"the Dockerfile ends inside a line continuation at {where}")
+        if kw not in INSTRUCTIONS:
+            raise InvalidInput(f"unknown instruction {kw.upper()!r} at {where}")
+        if kw == "onbuild":
+            raise PolicyDenied(f"ONBUILD is not allowed in DS01 Dockerfiles ({where})",
+                               "write the instructions out in the Dockerfile that needs them")
+        seen: set[str] = set()
+        for name, value in ins.flags:
+            if name.lower() not in FLAGS.get(kw, ()):
+                raise InvalidInput(f"the flag --{name} is not supported on {kw.upper()} ({where})")
+            if name.lower() in seen:
+                raise InvalidInput(f"the flag --{name} is given twice ({where})")
+            seen.add(name.lower())
+            if value is None or not _FLAG_VALUE.match(value):
+                raise InvalidInput(f"--{name} needs a plain value (letters, digits, . : / @ + , = - $ {{ }}) "
+                                   f"({where})")
+        if ins.rest.startswith("--"):
+            raise InvalidInput(f"an argument starting with '--' after the flags is not supported ({where})")
+        if kw in ("run", "copy", "add") and any(_HEREDOC.match(w) for w in _WS.split(ins.rest)):
+            raise InvalidInput(f"heredocs (<<EOF) are not supported by DS01's builder ({where})",
+                               "put the script in a file in the project and COPY it, or use RUN with && and \\")
+        if kw == "label":
+            if LEGACY_LABEL.match(ins.line):
+                dropped.add(idx)  # the generator's old informational line: left out of the build
+                continue
+            _check_label(ins.rest, where)
+        if kw == "add":
+            _check_add(ins.rest, where)
+        if kw == "from":
+            args = [a for a in _WS.split(ins.rest) if a]
+            if len(args) == 3 and args[1].lower() == "as":
+                if not _STAGE_RE.match(args[2].lower()):
+                    raise InvalidInput(f"invalid build stage name {args[2]!r} ({where})", "e.g. 'AS build'")
+            elif len(args) != 1:
+                raise InvalidInput(f"FROM needs an image, optionally followed by 'AS name' ({where})")
+            base = _resolve(args[0], stages, refs, where, valid_image_ref)
             bases.append(base)
-            if len(args) >= 3 and args[1].lower() == "as":
+            from_bases.append((idx, base))
+            if len(args) == 3:
                 stages[args[2].lower()] = base
-        elif instr in ("COPY", "ADD"):
-            for w in words[1:]:
-                if w.lower().startswith("--from="):
-                    src = w.split("=", 1)[1]
-                    if not src.isdigit():
-                        _resolve(src, stages, refs)
+        elif kw == "copy":
+            src = ins.flag("from")
+            if src is not None and not src.isdigit():
+                _resolve(src, stages, refs, where, valid_image_ref)
     if not bases:
         raise InvalidInput("the Dockerfile has no FROM line", "start it with e.g. 'FROM ds01/base:latest'")
     refs.final_base = bases[-1]
-    return refs
+    return CheckedDockerfile(instructions, refs, from_bases, dropped)
 
 
-def _resolve(ref: str, stages: dict[str, str | None], refs: ImageRefs) -> str | None:
+def _check_label(rest: str, where: str) -> None:
+    words = _go_words(rest)
+    if not words:
+        return
+    keys = [_WS.split(rest, maxsplit=1)[0]] if "=" not in words[0] else [w.split("=", 1)[0] for w in words]
+    for key in keys:
+        if "$" in key:
+            raise InvalidInput(f"variables in LABEL keys cannot be checked ({where})", "write the label key out")
+        k = _unquote(key).lower()
+        if k == L or k.startswith(f"{L}."):
+            raise PolicyDenied(f"labels named {L}.* are written by DS01 only ({where})",
+                               "use another label name, e.g. org.example.*")
+
+
+def _check_add(rest: str, where: str) -> None:
+    args: list[str] | None = None
+    if rest.startswith("["):
+        try:
+            parsed = json.loads(rest)
+            if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
+                args = parsed
+        except ValueError:
+            args = None
+    if args is None:
+        args = [a for a in _WS.split(rest) if a]
+    for src in args[:-1]:
+        plain = _unquote(src)
+        if "$" in plain:
+            raise InvalidInput(f"variables in ADD sources cannot be checked ({where})",
+                               "write the path out, or use COPY")
+        if "://" in plain or plain.lower().startswith(("http:", "https:", "git@", "git:")):
+            raise PolicyDenied(f"ADD from a URL is not allowed: the engine would fetch it from the host's network "
+                               f"({where})", "download it in a RUN step instead (RUN curl … / RUN pip install …)")
+
+
+def image_refs(dockerfile: str) -> ImageRefs:
+    """Every image a Dockerfile uses, with build stages (``FROM x AS y``, numeric ``--from``)
+    resolved. Raises InvalidInput for variables in image names (``FROM $BASE``), which DS01
+    could not check before the build, for a Dockerfile without FROM, and for everything else
+    :func:`check_dockerfile` refuses."""
+    return check_dockerfile(dockerfile).refs
+
+
+def _resolve(ref: str, stages: dict[str, str | None], refs: ImageRefs, where: str = "",
+             valid=None) -> str | None:
     if ref.lower() in stages:
         return stages[ref.lower()]
     if "$" in ref:
@@ -92,20 +293,29 @@ def _resolve(ref: str, stages: dict[str, str | None], refs: ImageRefs) -> str | 
                            "write the image name out in the Dockerfile")
     if ref.lower() == "scratch":
         return None
+    if ID_LIKE.match(ref):
+        raise InvalidInput(f"{ref!r} names an image by its id ({where})",
+                           "name images by repository:tag, e.g. ds01/base:latest")
+    if valid is not None and not valid(ref):
+        raise InvalidInput(f"not a valid image reference: {ref!r} ({where})",
+                           "e.g. ds01/base:latest (lowercase, no quotes or escapes)")
     if ref not in refs.external:
         refs.external.append(ref)
     return ref
 
 
 def user_image_owner(ref: str) -> str | None:
-    """For a per-user image reference ``ds01/<user>/<project>[:tag]`` the ``<user>`` part,
-    else None (``ds01/base:latest`` is not a per-user image)."""
-    name = ref.split("@", 1)[0]
-    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
-    for p in ("docker.io/",):
-        repo = repo[len(p):] if repo.startswith(p) else repo
-    parts = repo.split("/")
-    return parts[1] if len(parts) == 3 and parts[0] == "ds01" else None
+    """For a per-user image reference ``ds01/<user>/<project>[:tag]`` (any spelling the engine
+    accepts: ``docker.io/``, ``index.docker.io/``, digests …) the ``<user>`` part, else None
+    (``ds01/base:latest`` is a lab image, not a per-user one). Deeper ``ds01/a/b/c`` paths
+    also answer ``a``: they are in the per-user namespace and never a lab image."""
+    from ds01.images.catalog import normalize_ref
+
+    try:
+        parts = normalize_ref(ref).ds01_parts()
+    except InvalidInput:
+        return None
+    return parts[0] if parts is not None and len(parts) >= 2 else None
 
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -121,26 +331,50 @@ def clean_step(step: str) -> str:
     return " ".join(_CA_NOISE.sub("", step).split())
 
 
+MAX_PARTIAL = 4096  # the unfinished line kept while output has no newline
+MAX_STREAM = 50 * 1024 * 1024  # build output forwarded to the user per build; the rest is dropped
+_TRIGGER_RE = re.compile(r"^# Executing \d+ build triggers?")
+
+
 class BuildLog:
     """Follows the engine's output: the current step and the last lines of output (for the
-    failure message)."""
+    failure message). Linear in the output: an unfinished line is kept to its last
+    ``MAX_PARTIAL`` characters (``[…]`` marks the cut), so output without newlines cannot make
+    the daemon re-scan an ever-growing string."""
 
     def __init__(self) -> None:
         self.step: str | None = None
         self.tail: list[str] = []
+        self.triggers = False  # the engine ran a base image's ONBUILD triggers
         self._partial = ""
+        self._cut = False
 
     def feed(self, text: str) -> None:
-        text = self._partial + _ANSI_RE.sub("", text)
-        lines = text.split("\n")
-        self._partial = lines.pop()
-        for line in lines:
+        text = _ANSI_RE.sub("", text)
+        if "\n" not in text:
+            self._keep(self._partial + text[-(MAX_PARTIAL + 1):] if len(text) > MAX_PARTIAL else self._partial + text)
+            return
+        head, _, rest = text.partition("\n")
+        lines = [self._partial + head] + rest.split("\n")
+        cut = self._cut
+        self._partial, self._cut = "", False
+        self._keep(lines.pop())
+        for n, line in enumerate(lines):
             line = line.rstrip("\r")
+            if (n == 0 and cut) or len(line) > MAX_PARTIAL:
+                line = "[…] " + line[-MAX_PARTIAL:]
             m = _STEP_RE.match(line)
             if m:
                 self.step, self.tail = clean_step(line), []
+            elif _TRIGGER_RE.match(line):
+                self.triggers = True
             elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
                 self.tail = (self.tail + [line])[-TAIL_LINES:]
+
+    def _keep(self, partial: str) -> None:
+        if len(partial) > MAX_PARTIAL:
+            partial, self._cut = partial[-MAX_PARTIAL:], True
+        self._partial = partial
 
     def failure(self, message: str) -> BuildFailed:
         step = self.step or "(before the first step)"
@@ -346,14 +580,45 @@ class ImageService:
         assert info is not None
         return info
 
-    def check_use(self, who: Caller, ref: str) -> None:
-        """Refuse a per-user image (``ds01/<user>/<project>``) that does not belong to ``who``,
-        as if it did not exist. For ContainerService.create and for FROM lines."""
-        if user_image_owner(ref) is None:
-            return
+    def check_use(self, who: Caller, ref: str) -> ImageInfo | None:
+        """Refuse an image ``who`` may not use, as if it did not exist; returns the local image
+        (None when the engine would have to pull it). For ContainerService.create and for every
+        image a Dockerfile names. With ONE normaliser (``catalog.normalize_ref``) for every
+        spelling the engine accepts:
+
+        * in DS01's namespace (``ds01/…`` on Docker Hub, any spelling), only the caller's own
+          ``ds01/<caller>/<project>`` (labels checked) and lab images ``ds01/<name>``;
+        * no image ids or id prefixes (the engine would resolve them to anyone's image), and a
+          local image must carry the name it was asked for (so it was not found by id);
+        * an image with another user's ``ds01.uid`` label, whatever its name."""
+        from ds01.images.catalog import normalize_ref
+
+        if ID_LIKE.match(ref.strip()):
+            raise InvalidInput(f"{ref!r} names an image by its id", "name images by repository:tag ('image-list')")
+        r = normalize_ref(ref)
+        parts = r.ds01_parts()
+        missing = NotFound(f"image {ref!r} does not exist", "'image-list' shows your images")
+        if parts is not None and len(parts) >= 2 and (len(parts) != 2 or parts[0] != who.name):
+            raise missing
         info = self.rt.image_inspect(ref)
-        if not self._owned(info, who):
-            raise NotFound(f"image {ref!r} does not exist", "'image-list' shows your images")
+        if info is None:
+            if parts is not None and len(parts) == 2:
+                raise missing
+            return None
+        names = set()
+        for n in list(info.tags) + list(getattr(info, "digests", []) or []):
+            try:
+                names.add(normalize_ref(n))
+            except InvalidInput:
+                pass
+        if r not in names:
+            raise missing  # resolved by id (or a name the engine reads differently): refuse
+        lb = info.labels
+        if lb.get(f"{L}.managed") == "true" and lb.get(f"{L}.uid") != str(who.uid):
+            raise missing
+        if parts is not None and len(parts) == 2 and not self._owned(info, who):
+            raise missing
+        return info
 
     def project_image(self, who: Caller, project: str) -> str | None:
         """``ds01/<user>/<project>:latest`` when ``who`` has built it, else None (the container
@@ -416,21 +681,26 @@ class ImageService:
                             "ask an admin to fix build.ca_bundle in the config")
         return self._ca_cache[1]
 
-    def _check_refs(self, who: Caller, refs: ImageRefs) -> dict[str, str]:
-        """Policy for every image the Dockerfile uses; returns ref -> local id (or the ref when
-        the engine will have to pull it) for the content hash."""
+    def _check_refs(self, who: Caller, refs: ImageRefs) -> tuple[dict[str, str], dict[str, ImageInfo]]:
+        """Policy for every image the Dockerfile uses; returns (ref -> local id, or the ref when
+        the engine will have to pull it, for the content hash; ref -> local image)."""
         from ds01.images.catalog import check_image_allowed
 
-        ids = {}
+        ids, infos = {}, {}
         for ref in refs.external:
             check_image_allowed(ref, self.cfg.images.allowed)
-            self.check_use(who, ref)
-            info = self.rt.image_inspect(ref)
+            info = self.check_use(who, ref)
             if info is None and self._is_local(ref):
                 raise NotFound(f"the base image {ref} is not on this host",
                                "an admin creates it with 'ds01 admin base-image bootstrap'")
+            if info is not None and getattr(info, "onbuild", None):
+                raise PolicyDenied(f"the image {ref} has ONBUILD triggers, which DS01 does not run",
+                                   "use another base image, or one rebuilt without ONBUILD",
+                                   {"image": ref, "onbuild": list(info.onbuild)[:10]})
             ids[ref] = info.id if info else ref
-        return ids
+            if info is not None:
+                infos[ref] = info
+        return ids, infos
 
     @staticmethod
     def _is_local(ref: str) -> bool:
@@ -454,14 +724,22 @@ class ImageService:
             base, root = base_for(self.cfg.containers.workspace_base, who)
             ctx = read_context(who.uid, who.gid, _gids(who), root, base, project, self.cfg.build.max_context)
             try:
-                refs = image_refs(ctx.dockerfile)
-                ids = self._check_refs(who, refs)
+                checked = check_dockerfile(ctx.dockerfile)
+                refs = checked.refs
+                ids, infos = self._check_refs(who, refs)
+                # What the engine builds is the checked text, rewritten (see CheckedDockerfile),
+                # never the user's bytes; it replaces the context's Dockerfile.
+                dockerfile = checked.render(self._label_resets(checked, infos))
+                ctx.seal(dockerfile)
             except DS01Error as e:
                 ctx.tar.close()
                 self.ctx.emit("image.build", who, project, "denied", e.code, {"message": e.message}, actor)
                 raise
+            except BaseException:
+                ctx.tar.close()
+                raise
             args = self._buildargs()
-            digest = content_hash(ctx.dockerfile, None, {
+            digest = content_hash(dockerfile, None, {
                 "context": ctx.digest.encode(), "bases": json.dumps(ids, sort_keys=True).encode(),
                 "buildargs": json.dumps(args, sort_keys=True).encode()})
             labels = {f"{L}.managed": "true", f"{L}.user": who.name, f"{L}.uid": str(who.uid),
@@ -476,6 +754,19 @@ class ImageService:
         except BaseException:
             release()
             raise
+
+    @staticmethod
+    def _label_resets(checked: CheckedDockerfile, infos: dict[str, ImageInfo]) -> dict[int, list[str]]:
+        """After a FROM of a DS01-managed image (the caller's own project image), a LABEL that
+        marks the stage as not managed: the engine's intermediate containers carry the labels of
+        the image so far, and must never look like a managed container. The final image gets
+        the real labels from the build request, after everything else."""
+        out: dict[int, list[str]] = {}
+        for idx, base in checked.from_bases:
+            info = infos.get(base) if base else None
+            if info is not None and info.labels.get(f"{L}.managed") is not None:
+                out[idx] = [f'LABEL {L}.managed="build"']
+        return out
 
     def run_build(self, plan: BuildPlan, cancel: threading.Event | None = None) -> Iterator[dict]:
         """Yield ``{"stream": text}`` progress and finally ``{"result": {...}}``; raise
@@ -506,13 +797,26 @@ class ImageService:
     def _engine_build(self, plan: BuildPlan, cancel: threading.Event | None):
         bl = BuildLog()
         new_id = None
+        stop = cancel or threading.Event()
+        sent = 0
+        gen = self.rt.build_image(plan.context.tar, labels=plan.labels, buildargs=plan.buildargs,
+                                  nocache=plan.nocache, timeout=self.cfg.build.timeout,
+                                  memory=plan.memory, cancel=stop)
         try:
-            for msg in self.rt.build_image(plan.context.tar, labels=plan.labels, buildargs=plan.buildargs,
-                                           nocache=plan.nocache, timeout=self.cfg.build.timeout,
-                                           memory=plan.memory, cancel=cancel):
+            for msg in gen:
                 if "stream" in msg:
-                    bl.feed(msg["stream"])
-                    yield {"stream": msg["stream"]}
+                    text = msg["stream"]
+                    bl.feed(text)
+                    if bl.triggers:  # a pulled base image with ONBUILD (local ones are refused before)
+                        stop.set()
+                        raise BuildFailed("the base image has ONBUILD triggers, which DS01 does not run; "
+                                          "the build was stopped", "use another base image")
+                    if sent < MAX_STREAM:
+                        sent += len(text)
+                        yield {"stream": text}
+                        if sent >= MAX_STREAM:
+                            yield {"stream": f"\n[ds01: the build printed more than {MAX_STREAM // 2**20} MiB; "
+                                             "the rest of its output is not shown, the build goes on]\n"}
                 elif "error" in msg:
                     raise bl.failure(msg["error"])
                 elif "id" in msg:
@@ -523,6 +827,10 @@ class ImageService:
             self.ctx.emit("image.build", plan.who, plan.project, "failed", "build_failed",
                        {"step": bl.step, "message": e.message[:300]}, plan.actor)
             raise
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()  # cuts the engine's connection when we stopped early
         if not new_id:
             raise bl.failure("the engine reported no image id")
         return new_id

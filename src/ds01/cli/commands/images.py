@@ -58,9 +58,16 @@ class Progress:
         self._partial = ""
         self._status = False
 
+    MAX_LINE = 64 * 1024  # of one unfinished line kept (output without newlines stays linear)
+
     def feed(self, text: str) -> None:
-        text = self._partial + ANSI_RE.sub("", text)
-        lines = text.split("\n")
+        text = ANSI_RE.sub("", text)
+        if "\n" not in text:
+            self._partial += text[-(self.MAX_LINE + 1):]
+            if len(self._partial) > self.MAX_LINE:
+                self._partial = "[…] " + self._partial[-self.MAX_LINE:]
+            return
+        lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
             self.line(line.rstrip("\r"))
@@ -216,6 +223,16 @@ def create(project: str, framework: str | None, packages: tuple[str, ...], requi
     data/, datasets/, models/, checkpoints/, outputs/, logs/, wandb/, mlruns/, .venv/ (the
     workspace is mounted at /workspace when the container runs) and what .dockerignore lists.
     Symlinks leading out of the project are refused.
+
+    \b
+    What a Dockerfile may do (the daemon checks it, then builds exactly what it
+    checked, one instruction per line): FROM/COPY --from only images allowed by
+    the admin and, of DS01's images, only your own ds01/<you>/... and the lab's
+    ds01/<name>; no image ids, no variables in image names. Refused: ONBUILD
+    (and base images with ONBUILD triggers), LABEL ds01.* (DS01's own labels),
+    ADD from a URL (use RUN curl/pip in the build), heredocs (<<EOF), RUN flags.
+    Build args the admin configures (proxy, pip index, CA bundle) are visible to
+    every build (RUN echo $HTTP_PROXY): they never carry credentials.
 
     \b
     Examples:

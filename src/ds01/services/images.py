@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds01.errors import BuildFailed, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied, PolicyDenied
-from ds01.images.dockerfile_text import logical_lines
 from ds01.names import image_name, validate_project
 from ds01.runtime.base import ImageInfo, RuntimeImages
 from ds01.services.context import Context

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ds01.errors import InvalidInput
+from ds01.images.dockerfile_text import logical_lines
 from ds01.services.images import (
     BuildLog,
     ca_for_build,
     clean_step,
     image_refs,
-    logical_lines,
     pem_certs,
     user_image_owner,
 )

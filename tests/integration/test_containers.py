@@ -50,9 +50,12 @@ def test_alice_full_lifecycle(daemon, docker_client, projects):
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert cfg["Labels"]["ds01.uid"] == str(alice.pw_uid) and cfg["Labels"]["ds01.project"] == p
     # the bind source is a root-owned pin of the checked workspace, not a path the user controls
-    (bind,) = hc["Binds"]
-    source, target, mode = bind.split(":")
-    assert target == "/workspace" and mode == "rw"
+    binds = {b.split(":")[1]: b.split(":") for b in hc["Binds"]}
+    assert set(binds) == {"/workspace", "/etc/passwd", "/etc/group"}  # nothing else from the host
+    assert binds["/etc/passwd"][2] == "ro" and binds["/etc/group"][2] == "ro"
+    source, target, mode = binds["/workspace"]
+    assert mode == "rw"
+    assert list(hc["Tmpfs"]) == [f"/home/{USERS['alice']}"]
     assert source == str(daemon.root / "var/lib/ds01/mounts" / out["name"]) and is_pinned(source)
     ws_dir = os.path.join(alice.pw_dir, "workspace", p)
     assert os.path.samestat(os.stat(source), os.stat(ws_dir))

@@ -97,7 +97,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     store = Store(paths.state_db)
     events = EventLog(paths.events, store, cfg.daemon.events_max_bytes, cfg.daemon.events_keep)
     try:
-        runtime = await asyncio.to_thread(DockerBackend, docker_url)
+        runtime = await asyncio.to_thread(DockerBackend, docker_url, 120, str(paths.state_dir / "accounts"))
         await asyncio.to_thread(runtime.client.ping)
     except Exception as e:  # fail closed: without the engine nothing can be served correctly
         raise RuntimeFailure(f"cannot reach the Docker Engine: {e}", "start dockerd, then start ds01d again")

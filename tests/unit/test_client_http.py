@@ -71,3 +71,12 @@ def test_missing_daemon(tmp_path):
     with pytest.raises(errors.DaemonUnavailable) as e:
         Client(str(tmp_path / "nope.sock")).call("GET", "/x")
     assert "cannot reach" in e.value.message and e.value.exit_code == 9
+
+
+def test_quote_matches_urllib():
+    from urllib.parse import quote
+
+    from ds01.client.http import q
+
+    for s in ["abc", "a b/c", "../x", "é漢", "ds01-1001-p.x_y~z", "%2F", "?&=#"]:
+        assert q(s) == quote(s, safe="")

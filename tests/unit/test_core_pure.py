@@ -175,3 +175,16 @@ def test_events_are_bounded_and_pruned(tmp_path):
     assert len(line) < 6000
     store.execute("UPDATE events SET time = 1")
     assert store.prune_events(before=100) == 1 and store.events() == []
+
+
+def test_cli_and_daemon_agree_on_the_socket_path(monkeypatch):
+    from ds01.client.http import socket_path_from_env
+    from ds01.paths import Paths
+
+    monkeypatch.delenv("DS01_SOCKET", raising=False)
+    monkeypatch.setenv("DS01_ROOT", "/tmp/r")
+    assert socket_path_from_env() == str(Paths.under("/tmp/r").socket)
+    monkeypatch.delenv("DS01_ROOT")
+    assert socket_path_from_env() == str(Paths.under(None).socket) == "/run/ds01/ds01.sock"
+    monkeypatch.setenv("DS01_SOCKET", "/x.sock")
+    assert socket_path_from_env() == "/x.sock"

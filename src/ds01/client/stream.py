@@ -27,9 +27,9 @@ def open_exec(project: str, request: dict[str, Any], timeout: float | None = 30)
     Raises the daemon's refusal as its DS01Error class."""
     from websockets.sync.client import unix_connect
 
-    from ds01.paths import client_socket_path
+    from ds01.client.http import socket_path_from_env
 
-    path = str(client_socket_path())
+    path = socket_path_from_env()
     try:
         ws = unix_connect(path, uri=f"ws://localhost/v1/containers/{q(project)}/exec", max_size=2**22,
                           open_timeout=30, close_timeout=2)

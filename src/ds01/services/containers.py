@@ -13,7 +13,8 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, PolicyDenied, RuntimeFailure
+from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, PermissionDenied, PolicyDenied,
+                         RuntimeFailure)
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import LABEL, build_spec, resolve_ref
@@ -21,7 +22,7 @@ from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
 from ds01.services.context import Context
 from ds01.services.identity import Caller
-from ds01.services.workspace import ensure_workspace, pin_workspace, unpin_workspace
+from ds01.services.workspace import ensure_workspace, existing_workspace, pin_workspace, unpin_workspace
 from ds01.state.db import ContainerRecord
 
 log = logging.getLogger("ds01d")
@@ -130,7 +131,8 @@ class ContainerService:
                 "build your project's image with 'image-create <project>' or ask an admin to bootstrap the base image",
             )
         self._forget_gone(who, project)
-        workspace = ensure_workspace(who, project, self.cfg.containers.workspace_base)
+        template = self.cfg.containers.workspace_base
+        workspace = existing_workspace(who, project, template) or ensure_workspace(who, project, template)
         name = container_name(self.cfg.containers.name_prefix, who.uid, project)
         now = self.ctx.clock()
         with self.ctx.store.transaction() as conn:
@@ -200,6 +202,17 @@ class ContainerService:
             raise RuntimeFailure(f"could not pin the workspace {real}: {e.strerror}",
                                  "ds01d must run as root on the host's mount namespace") from None
 
+    def _repin(self, who: Caller, rec: ContainerRecord) -> None:
+        """Before a start: pin the recorded workspace again; if it was moved, deleted or swapped,
+        resolve it again as the user (which refuses a symlink out of the home)."""
+        if rec.workspace:
+            try:
+                self._pin(who, rec.workspace, rec.docker_name)
+                return
+            except PermissionDenied:
+                pass
+        self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base), rec.docker_name)
+
     def _unpin(self, name: str) -> None:
         if self.ctx.mounts_dir and name:
             unpin_workspace(os.path.join(self.ctx.mounts_dir, name))
@@ -259,8 +272,7 @@ class ContainerService:
         if rec.status != "running":
             # re-check and re-pin the workspace: it may have been swapped since create, and pins
             # do not survive a host reboot
-            self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base),
-                      rec.docker_name)
+            self._repin(who, rec)
             self._retake_gpus(who, rec)
             try:
                 self.ctx.runtime.start(rec.docker_id)

@@ -100,6 +100,24 @@ def open_nofollow(root: str, real: str) -> int:
     return fd
 
 
+def existing_workspace(caller: Caller, project: str, template: str) -> str | None:
+    """The workspace path when it already exists as real directories (no symlinks) owned by the
+    user, else None. Saves the child process of :func:`ensure_workspace` on the common path; the
+    pin that follows opens the same directories the same way."""
+    base, root = base_for(template, caller)
+    rel = os.path.relpath(os.path.join(base, project), root)
+    real_root = os.path.realpath(root)
+    real = os.path.normpath(os.path.join(real_root, rel))
+    try:
+        fd = open_nofollow(real_root, real)
+    except PermissionDenied:
+        return None
+    try:
+        return real if os.fstat(fd).st_uid == caller.uid else None
+    finally:
+        os.close(fd)
+
+
 def pin_workspace(caller: Caller, real: str, template: str, mount_point: str) -> str:
     """Bind-mount the checked workspace ``real`` onto ``mount_point``; returns the mount point."""
     _, root = base_for(template, caller)

@@ -5,19 +5,10 @@ from __future__ import annotations
 import click
 
 from ds01.cli.output import ago, ok, print_json, table
+from ds01.cli.lazy import Client, q
 
 
 
-def Client():  # noqa: N802 - lazy: --help must not pay for http.client
-    from ds01.client.http import Client as _Client
-
-    return _Client()
-
-
-def q(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
 
 
 user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's container")

@@ -5,14 +5,10 @@ from __future__ import annotations
 import click
 
 from ds01.cli.output import ago, print_json, table
+from ds01.cli.lazy import Client as _client
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
-
-def _client():
-    from ds01.client.http import Client
-
-    return Client()
 
 
 @click.command()

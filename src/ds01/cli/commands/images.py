@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ds01.cli.output import ago, ok, print_json, table
+from ds01.cli.lazy import Client, q
 
 # Kept in sync with ds01.images.dockerfile.PRESETS by a unit test; spelled out here so that
 # '--help' does not import the generator (pydantic, packaging).
@@ -24,16 +25,6 @@ user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on 
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
 
-def Client():  # noqa: N802 - lazy: --help must not pay for http.client
-    from ds01.client.http import Client as _Client
-
-    return _Client(timeout=None)  # builds may be quiet for long; the daemon enforces the time limit
-
-
-def q(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
 
 
 def split_words(values: tuple[str, ...]) -> list[str]:

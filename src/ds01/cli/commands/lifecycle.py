@@ -7,14 +7,10 @@ import time
 import click
 
 from ds01.cli.output import ok, print_json, table
+from ds01.cli.lazy import Client as _client
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
-
-def _client():
-    from ds01.client.http import Client
-
-    return Client()
 
 
 def _duration(value: str | None, what: str) -> float | None:

@@ -9,16 +9,12 @@ from typing import Any
 import click
 
 from ds01.cli.output import print_json, table
+from ds01.cli.lazy import Client as _client
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
 Section = tuple[str, list[str], list[list[Any]], str]  # title, columns, rows, text when empty
 
-
-def _client():
-    from ds01.client.http import Client
-
-    return Client()
 
 
 def _dur(s: float | None) -> str:

@@ -17,6 +17,7 @@ import click
 
 from ds01.cli.commands.workflows import CTX, gpu_options, is_tty, open_option
 from ds01.cli.output import info, ok, print_json
+from ds01.cli.lazy import Client, q
 
 # Kept equal to ds01.cli.commands.images.PRESET_NAMES (not imported: --help stays instant).
 PRESETS = ("audio", "cv", "llm", "nlp", "rl", "tabular")
@@ -32,16 +33,6 @@ REQUIREMENTS_TEMPLATE = """\
 """
 
 
-def Client():  # noqa: N802 - lazy: --help must not pay for http.client
-    from ds01.client.http import Client as _Client
-
-    return _Client()
-
-
-def q(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
 
 
 def explain_opt(f):

@@ -14,21 +14,12 @@ from typing import Any
 import click
 
 from ds01.cli.output import info, ok, print_json
+from ds01.cli.lazy import Client, q
 
 CTX = {"help_option_names": ["-h", "--help"]}
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
 
-def Client():  # noqa: N802 - lazy: --help must not pay for http.client
-    from ds01.client.http import Client as _Client
-
-    return _Client()
-
-
-def q(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")
 
 
 def is_tty() -> bool:

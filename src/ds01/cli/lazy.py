@@ -1,0 +1,16 @@
+"""What command modules need from the client, imported only when a command runs (so ``--help``
+never loads the socket client)."""
+
+from __future__ import annotations
+
+
+def Client():  # noqa: N802 - stands in for the class
+    from ds01.client.http import Client as _Client
+
+    return _Client()
+
+
+def q(segment: str) -> str:
+    from ds01.client.http import q as _q
+
+    return _q(segment)

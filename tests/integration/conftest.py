@@ -29,10 +29,7 @@ def daemon(docker_client) -> Daemon:
     d = new_daemon()
     d.start()
     yield d
-    d.stop()
-    for c in d.containers(docker_client):
-        c.remove(force=True)
-    shutil.rmtree(d.root, ignore_errors=True)
+    d.destroy(docker_client)
 
 
 @pytest.fixture(scope="session")

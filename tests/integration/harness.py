@@ -173,6 +173,13 @@ class Daemon:
             parsed = {"raw": out["body"]}
         return out["status"], parsed
 
+    def destroy(self, client: docker.DockerClient) -> None:
+        """Stop the daemon, remove every container of its instance and its root directory."""
+        self.stop()
+        for c in self.containers(client):
+            c.remove(force=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def containers(self, client: docker.DockerClient) -> list:
         return client.containers.list(all=True, filters={"label": f"ds01.instance={self.instance}"})
 
@@ -210,3 +217,15 @@ def write_as(user: str, path, text: str) -> None:
     """Create a file as the user (so it is theirs, as it would be in real life)."""
     subprocess.run(["runuser", "-u", USERS.get(user, user), "--", "sh", "-c",
                     'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", str(path)], input=text, text=True, check=True)
+
+
+def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert a CLI run succeeded, showing its output when it did not."""
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -12,12 +12,7 @@ import pytest
 
 from ds01.services.workspace import is_pinned
 
-from .harness import USERS, unique_project
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
+from .harness import ok, unique_project, USERS
 
 
 def test_no_test_user_is_in_the_docker_group(docker_client):

@@ -9,12 +9,7 @@ import shutil
 import signal
 import subprocess
 
-from .harness import BIN, USERS, new_daemon, unique_project
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
+from .harness import BIN, new_daemon, ok, unique_project, USERS
 
 
 def test_misspelt_config_key_stops_the_daemon_naming_the_key(docker_client, tmp_path):
@@ -66,10 +61,7 @@ def test_sigkill_restart_loses_nothing_and_sees_external_removal(docker_client, 
         # the slot is free again: the project can get a new container
         ok(d.run("alice", "container-create", doomed))
     finally:
-        d.stop()
-        for c in d.containers(docker_client):
-            c.remove(force=True)
-        shutil.rmtree(d.root, ignore_errors=True)
+        d.destroy(docker_client)
 
 
 def test_unknown_managed_container_is_adopted(docker_client, projects):
@@ -91,10 +83,7 @@ def test_unknown_managed_container_is_adopted(docker_client, projects):
         assert [r["project"] for r in rows] == [p]
         assert any(e["action"] == "container.adopt" for e in _events(d))
     finally:
-        d.stop()
-        for c in d.containers(docker_client):
-            c.remove(force=True)
-        shutil.rmtree(d.root, ignore_errors=True)
+        d.destroy(docker_client)
 
 
 def test_max_containers_limit(docker_client, projects):
@@ -109,10 +98,7 @@ def test_max_containers_limit(docker_client, projects):
         assert r.returncode == 6 and "limit is 1" in r.stderr
         assert len(d.containers(docker_client)) == 1
     finally:
-        d.stop()
-        for c in d.containers(docker_client):
-            c.remove(force=True)
-        shutil.rmtree(d.root, ignore_errors=True)
+        d.destroy(docker_client)
 
 
 def _events(d):

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import BIN, USERS, new_daemon, unique_project
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
+from .harness import BIN, new_daemon, ok, unique_project, USERS
 
 
 @pytest.fixture
@@ -28,10 +22,7 @@ def gpu_daemon(docker_client):
     d.config["daemon"]["tick_interval"] = "1s"
     d.start()
     yield d
-    d.stop()
-    for c in d.containers(docker_client):
-        c.remove(force=True)
-    shutil.rmtree(d.root, ignore_errors=True)
+    d.destroy(docker_client)
 
 
 def _env(container) -> dict:

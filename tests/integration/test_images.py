@@ -8,14 +8,9 @@ import subprocess
 
 import pytest
 
-from .harness import USERS, unique_project, write_as
+from .harness import ok, unique_project, USERS, write_as
 
 BASE = "ds01/base:latest"
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
 
 
 def home(user: str) -> str:

@@ -8,22 +8,16 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import time
 
 import pytest
 
-from .harness import USERS, new_daemon, unique_project
+from .harness import new_daemon, ok, unique_project, USERS
 
 TICK = 1.0
 IDLE = 10.0
 SLACK = 1.0  # the stop itself, event/file latency, the poll
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
 
 
 def make(docker_client, **limits):
@@ -47,10 +41,7 @@ def lc(docker_client):
 
     yield factory
     for d in made:
-        d.stop()
-        for c in d.containers(docker_client):
-            c.remove(force=True)
-        shutil.rmtree(d.root, ignore_errors=True)
+        d.destroy(docker_client)
 
 
 def events(d, action: str | None = None, target: str | None = None) -> list[dict]:

@@ -9,7 +9,6 @@ import io
 import json
 import pwd
 import shutil
-import socket
 import sqlite3
 import subprocess
 import time
@@ -18,18 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from .harness import USERS, new_daemon, unique_project
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .harness import free_port, new_daemon, ok, unique_project, USERS
 
 
 @pytest.fixture(scope="module")

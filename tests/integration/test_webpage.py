@@ -6,7 +6,6 @@ from __future__ import annotations
 import html.parser
 import json
 import shutil
-import socket
 import struct
 import subprocess
 import tempfile
@@ -16,22 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from .harness import USERS, new_daemon, unique_project
+from .harness import free_port, new_daemon, ok, unique_project, USERS
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars"]
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium() -> str:

@@ -19,15 +19,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from .harness import BIN, TEST_IMAGE, USERS, unique_project, write_as
+from .harness import BIN, ok, TEST_IMAGE, unique_project, USERS, write_as
 
 BROKEN = "ds01-test/broken:latest"
 TINY_DOCKERFILE = f"FROM {TEST_IMAGE}\nCOPY requirements.txt /opt/ds01/requirements.txt\nWORKDIR /workspace\n"
-
-
-def ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
 
 
 def home(user: str) -> str:

@@ -13,8 +13,8 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, PermissionDenied, PolicyDenied,
-                         RuntimeFailure)
+from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied,
+                         PolicyDenied, RuntimeFailure)
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import LABEL, build_spec, resolve_ref
@@ -126,7 +126,7 @@ class ContainerService:
         container_ports = self._check_ports(ports)
         lim = self.limits_for(who)
         if not self.ctx.runtime.image_exists(image):
-            raise DS01Error(
+            raise NotFound(
                 f"image {image!r} is not available on this host",
                 "build your project's image with 'image-create <project>' or ask an admin to bootstrap the base image",
             )

@@ -485,6 +485,24 @@ def image_view(project: str) -> dict | None:
         return None
 
 
+def unchanged_image(project: str, ws: Path) -> str | None:
+    """The project image's name when the Dockerfile and requirements.txt are what this account
+    last built or confirmed (the stamp) and nothing else goes into the image; else None."""
+    from ds01.names import image_name
+    from ds01.projects.launch import client_hash, hash_covers_build, load_stamp
+    from ds01.projects.workspace import current_user
+
+    stamp = load_stamp(project)
+    if stamp is None or stamp.workspace != str(ws):
+        return None
+    text = (ws / "Dockerfile").read_text(errors="replace")
+    req_p = ws / "requirements.txt"
+    req = req_p.read_bytes() if req_p.is_file() else None
+    if stamp.hash != client_hash(text, req) or not hash_covers_build(text):
+        return None
+    return f"{image_name(current_user()[0], project)}:latest"
+
+
 def ensure_image(project: str, ws: Path, rebuild: bool, no_cache: bool, as_json: bool) -> tuple[str, bool]:
     """Build the project image when needed (see ds01.projects.launch); returns (image, rebuilt)."""
     from ds01.cli.commands.images import build
@@ -577,10 +595,23 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
         where = display_path(ws / "Dockerfile")
         raise NotFound(f"{where} does not exist, so there is no image to launch",
                        f"set the project up first: project-init {project}")
-    image, rebuilt = ensure_image(project, ws, rebuild, no_cache, as_json)
-    if rebuilt:
-        replace_outdated(project, yes, as_json)
-    out = deploy(project, image=image, gpu=gpu, queue=queue, ports=[JUPYTER_PORT] if jupyter else None)
+    ports = [JUPYTER_PORT] if jupyter else None
+    out = None
+    known = None if (rebuild or no_cache) else unchanged_image(project, ws)
+    if known is not None:
+        # Nothing changed since the last build this account ran or confirmed: deploy straight
+        # away (one daemon call, like container-deploy); a vanished image falls back below.
+        try:
+            out = deploy(project, image=known, gpu=gpu, queue=queue, ports=ports)
+            if not as_json:
+                ok(f"image {known} is up to date (nothing changed since the last build)")
+        except NotFound:
+            out = None
+    if out is None:
+        image, rebuilt = ensure_image(project, ws, rebuild, no_cache, as_json)
+        if rebuilt:
+            replace_outdated(project, yes, as_json)
+        out = deploy(project, image=image, gpu=gpu, queue=queue, ports=ports)
     if not as_json:
         report_deploy(project, out)
     if out.get("queued"):

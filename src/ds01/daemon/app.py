@@ -63,6 +63,14 @@ def validation_summary(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    """The query parameters, refusing any the endpoint does not know (like unknown body fields)."""
+    unknown = set(request.query) - allowed
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    return dict(request.query)
+
+
 def caller(request: web.Request) -> Caller:
     return request["caller"]
 
@@ -162,12 +170,12 @@ class Api:
         return json_response(await self.run(self.gpu.inventory))
 
     async def limits(self, request: web.Request) -> web.Response:
-        who = self.target(request, request.query.get("user"))
+        who = self.target(request, query(request, {"user"}).get("user"))
         return json_response(await self.run(self.gpu.limits, who))
 
     async def queue(self, request: web.Request) -> web.Response:
         c = caller(request)
-        scope = None if (c.is_admin and request.query.get("all_users")) else c
+        scope = None if (c.is_admin and query(request, {"all_users"}).get("all_users")) else c
         return json_response(await self.run(self.gpu.queue, scope))
 
     async def queue_cancel(self, request: web.Request) -> web.Response:
@@ -196,10 +204,7 @@ class Api:
             await self.run(self.containers.remove, caller(request), who, request.match_info["ref"], body.force))
 
     def _list_scope(self, request: web.Request) -> Caller | None:
-        q = request.query
-        unknown = set(q) - {"all_users", "user", "running"}
-        if unknown:
-            raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        q = query(request, {"all_users", "user", "running"})
         c = caller(request)
         if q.get("all_users"):
             if not c.is_admin:
@@ -231,7 +236,7 @@ class Api:
     async def list_exemptions(self, request: web.Request) -> web.Response:
         if not caller(request).is_admin:
             raise self._admin_only("exemptions")
-        return json_response(await self.run(self.lifecycle.exemptions, bool(request.query.get("all"))))
+        return json_response(await self.run(self.lifecycle.exemptions, bool(query(request, {"all"}).get("all"))))
 
     async def grant_exemption(self, request: web.Request) -> web.Response:
         body = await parse(request, api.GrantExemption)

@@ -24,20 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ds01.daemon.app import Api, caller, json_response, parse
-from ds01.errors import DS01Error, InvalidInput
+from ds01.daemon.app import Api, caller, json_response, parse, query
+from ds01.errors import DS01Error
 from ds01.models import api as models
 from ds01.services.images import ImageService
 
 log = logging.getLogger("ds01d")
 IMAGES = web.AppKey("images", ImageService)
 
-
-def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
-    unknown = set(request.query) - allowed
-    if unknown:
-        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    return dict(request.query)
 
 
 async def stream_ndjson(request: web.Request, items: Iterator[dict], cancel: threading.Event | None = None
@@ -104,19 +98,19 @@ class ImageRoutes:
         return self.api.target(request, q.get("user"))
 
     async def list(self, request: web.Request) -> web.Response:
-        scope = self._scope(request, _query(request, {"all_users", "user"}))
+        scope = self._scope(request, query(request, {"all_users", "user"}))
         return json_response(await self.api.run(self.images.list, scope))
 
     async def catalog(self, request: web.Request) -> web.Response:
-        q = _query(request, {"framework"})
+        q = query(request, {"framework"})
         return json_response(await self.api.run(self.images.catalog, q.get("framework")))
 
     async def select(self, request: web.Request) -> web.Response:
-        q = _query(request, {"framework"})
+        q = query(request, {"framework"})
         return json_response(await self.api.run(self.images.select_base, q.get("framework")))
 
     async def get(self, request: web.Request) -> web.Response:
-        who = self.api.target(request, _query(request, {"user"}).get("user"))
+        who = self.api.target(request, query(request, {"user"}).get("user"))
         return json_response(await self.api.run(self.images.get, who, request.match_info["project"]))
 
     async def build(self, request: web.Request) -> web.StreamResponse:

@@ -17,7 +17,7 @@ import asyncio
 
 from aiohttp import web
 
-from ds01.daemon.app import Api, caller, json_response
+from ds01.daemon.app import Api, caller, json_response, query
 from ds01.daemon.metrics import Metrics
 from ds01.errors import InvalidInput
 from ds01.services.status import StatusService
@@ -27,12 +27,6 @@ METRICS = web.AppKey("metrics", Metrics)
 STATUS = web.AppKey("status", StatusService)
 USAGE = web.AppKey("usage", UsageService)
 
-
-def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
-    unknown = set(request.query) - allowed
-    if unknown:
-        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    return dict(request.query)
 
 
 def _since(text: str | None, now: float, default: float | None) -> float:
@@ -72,11 +66,11 @@ def register(app: web.Application, a: Api) -> None:
     app.on_startup.append(_precreate)
 
     async def get_status(request: web.Request) -> web.Response:
-        _query(request, set())
+        query(request, set())
         return json_response(await a.run(status.status, caller(request)))
 
     async def get_events(request: web.Request) -> web.Response:
-        q = _query(request, {"since", "user", "type", "result", "limit"})
+        q = query(request, {"since", "user", "type", "result", "limit"})
         now = a.ctx.clock()
         since = _since(q.get("since"), now, now - 86400)
         who = caller(request)
@@ -87,7 +81,7 @@ def register(app: web.Application, a: Api) -> None:
         return json_response(await a.run(status.events, who, since, user, types, results, limit))
 
     async def get_usage(request: web.Request) -> web.Response:
-        q = _query(request, {"since", "until", "by", "user"})
+        q = query(request, {"since", "until", "by", "user"})
         now = a.ctx.clock()
         since = _since(q.get("since"), now, now - 30 * 86400)
         until = _since(q.get("until"), now, now) if q.get("until") else None
@@ -95,7 +89,7 @@ def register(app: web.Application, a: Api) -> None:
         return json_response(await a.run(usage.report, caller(request), since, until, q.get("by") or "user", user))
 
     async def get_dashboard(request: web.Request) -> web.Response:
-        q = _query(request, {"stats"})
+        q = query(request, {"stats"})
         who = caller(request)
         if not who.is_admin:
             raise a._admin_only("the admin dashboard")

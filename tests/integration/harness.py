@@ -174,10 +174,17 @@ class Daemon:
         return out["status"], parsed
 
     def destroy(self, client: docker.DockerClient) -> None:
-        """Stop the daemon, remove every container of its instance and its root directory."""
+        """Stop the daemon, remove every container of its instance, their workspace pins (bind
+        mounts the daemon made) and its root directory."""
+        from ds01.services.workspace import unpin_workspace
+
         self.stop()
         for c in self.containers(client):
             c.remove(force=True)
+        mounts = self.root / "var/lib/ds01/mounts"
+        if mounts.is_dir():
+            for name in os.listdir(mounts):
+                unpin_workspace(str(mounts / name))
         shutil.rmtree(self.root, ignore_errors=True)
 
     def containers(self, client: docker.DockerClient) -> list:

@@ -58,6 +58,9 @@ def test_sigkill_restart_loses_nothing_and_sees_external_removal(docker_client, 
         assert r.stdout == "precious\n"
         gone = [e for e in _events(d) if e["action"] == "container.gone"]
         assert [e["target"] for e in gone] == [doomed]
+        # its workspace pin was released too; the survivor's is still there
+        mounts = d.root / "var/lib/ds01/mounts"
+        assert sorted(os.listdir(mounts)) == [rows[keep]["name"]]
         # the slot is free again: the project can get a new container
         ok(d.run("alice", "container-create", doomed))
     finally:
@@ -68,10 +71,12 @@ def test_unknown_managed_container_is_adopted(docker_client, projects):
     d = new_daemon()
     d.start()
     try:
-        p = unique_project("adopt")
-        projects.append(("alice", p))
+        p, lost = unique_project("adopt"), unique_project("lost")
+        projects.extend([("alice", p), ("alice", lost)])
         ok(d.run("alice", "container-create", p))
+        lost_name = json.loads(ok(d.run("alice", "container-create", lost, "--json")).stdout)["name"]
         d.stop()
+        docker_client.containers.get(lost_name).remove(force=True)  # gone while the daemon is down
         (d.root / "var/lib/ds01/state.db").unlink()  # lose the DB entirely
         for suffix in ("-wal", "-shm"):
             try:
@@ -82,6 +87,8 @@ def test_unknown_managed_container_is_adopted(docker_client, projects):
         rows = json.loads(ok(d.run("alice", "container-list", "--all", "--json")).stdout)
         assert [r["project"] for r in rows] == [p]
         assert any(e["action"] == "container.adopt" for e in _events(d))
+        # the pin of the container nobody knows any more is released; the adopted one keeps its pin
+        assert sorted(os.listdir(d.root / "var/lib/ds01/mounts")) == [rows[0]["name"]]
     finally:
         d.destroy(docker_client)
 

@@ -170,7 +170,7 @@ class ContainerService:
             self.ctx.store.allocate(conn, rec, devices, now)
         try:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
-            source = self._pin(who, workspace, name)
+            source = self._mount_point(workspace, name)
             spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
                               device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count())
             info = self.ctx.runtime.create(spec)
@@ -189,6 +189,15 @@ class ContainerService:
         rec = self.ctx.store.get_container(rec_id)
         assert rec is not None
         return record_view(rec)
+
+    def _mount_point(self, real: str, name: str) -> str:
+        """The bind source Docker is given for the workspace: an empty root-owned directory that
+        the workspace is pinned onto only while the container starts (see ``start``)."""
+        if not self.ctx.mounts_dir:
+            return real
+        path = os.path.join(self.ctx.mounts_dir, name)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
 
     def _pin(self, who: Caller, real: str, name: str) -> str:
         """The bind source Docker gets for the workspace: a root-owned mount of the directory we
@@ -213,9 +222,9 @@ class ContainerService:
                 pass
         self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base), rec.docker_name)
 
-    def _unpin(self, name: str) -> None:
+    def _unpin(self, name: str, remove_dir: bool = True) -> None:
         if self.ctx.mounts_dir and name:
-            unpin_workspace(os.path.join(self.ctx.mounts_dir, name))
+            unpin_workspace(os.path.join(self.ctx.mounts_dir, name), remove_dir=remove_dir)
 
     def _forget_gone(self, who: Caller, project: str) -> None:
         """A live record whose container vanished from the engine must not block a new create."""
@@ -270,15 +279,19 @@ class ContainerService:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status != "running":
-            # re-check and re-pin the workspace: it may have been swapped since create, and pins
-            # do not survive a host reboot
-            self._repin(who, rec)
             self._retake_gpus(who, rec)
+            # The workspace is checked and pinned for exactly as long as the engine needs to
+            # resolve the bind: once started, the container holds its own copy of the mount, and
+            # no host path keeps pointing into a user's workspace (an 'rm -rf' of the state dir
+            # must never reach user data).
+            self._repin(who, rec)
             try:
                 self.ctx.runtime.start(rec.docker_id)
             except ContainerGone:
                 self._apply_info(rec, None)
                 raise
+            finally:
+                self._unpin(rec.docker_name, remove_dir=False)
             now = self.ctx.clock()
             self.ctx.store.update_container(rec.id, status="running", started_at=now)
             rec.status, rec.started_at = "running", now
@@ -490,4 +503,16 @@ class ContainerService:
             self.ctx.events.emit("container.adopt", user=lb.get(f"{LABEL}.user"), uid=uid, target=project,
                                  reason="found in the engine at daemon start")
             adopted += 1
-        return {"gone": gone, "adopted": adopted, "known": len(known)}
+        stale = self._unpin_stale()
+        return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale}
+
+    def _unpin_stale(self) -> int:
+        """Pins left behind by containers that no longer have a live record (e.g. removed with the
+        docker CLI while the daemon was down, or a lost state DB)."""
+        if not self.ctx.mounts_dir or not os.path.isdir(self.ctx.mounts_dir):
+            return 0
+        live = {r.docker_name for r in self.ctx.store.live_containers()}
+        stale = [n for n in os.listdir(self.ctx.mounts_dir) if n not in live]
+        for name in stale:
+            self._unpin(name)
+        return len(stale)

@@ -188,3 +188,17 @@ def test_cli_and_daemon_agree_on_the_socket_path(monkeypatch):
     assert socket_path_from_env() == str(Paths.under(None).socket) == "/run/ds01/ds01.sock"
     monkeypatch.setenv("DS01_SOCKET", "/x.sock")
     assert socket_path_from_env() == "/x.sock"
+
+
+def test_help_never_imports_docker_nvml_or_pydantic():
+    """--help must stay instant: the lazy registry keeps heavy modules out."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ds01.cli.main import cli\n"
+            "try:\n    cli.main(['container-list', '--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('docker', 'pynvml', 'pydantic', 'aiohttp', 'rich', 'http.client')"
+            " if m in sys.modules]\nprint('HEAVY:' + ','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY:"

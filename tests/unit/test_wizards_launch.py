@@ -110,3 +110,23 @@ def test_hand_installed_finds_new_packages_only():
 def test_requirement_names():
     lines = ["# c", "numpy==2.0 # pin", "-r other.txt", "pandas[excel]>=2", "git+https://x/y.git", "", "  scipy"]
     assert launch.requirement_names(lines) == ["numpy", "pandas", "scipy"]
+
+
+def test_file_signature_tracks_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    ws = tmp_path / "p"
+    ws.mkdir()
+    (ws / "Dockerfile").write_text("FROM a\n")
+    sig = launch.file_signature(str(ws))
+    assert sig["requirements.txt"] is None and sig["Dockerfile"][0] == 7
+    (ws / "requirements.txt").write_text("numpy\n")
+    assert launch.file_signature(str(ws)) != sig
+    sig2 = launch.file_signature(str(ws))
+    os.utime(ws / "Dockerfile", ns=(1, 1))  # same size, new mtime: a change as far as we know
+    assert launch.file_signature(str(ws)) != sig2
+    # the stamp keeps it across a round trip
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    st = launch.Stamp("h", "img", str(ws), launch.file_signature(str(ws)), True)
+    launch.save_stamp("p", st)
+    assert launch.load_stamp("p") == st

@@ -23,11 +23,10 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ds01.images.dockerfile_text import content_hash, logical_lines
 
 REQUIREMENTS = "requirements.txt"
 
@@ -37,12 +36,16 @@ REQUIREMENTS = "requirements.txt"
 
 def client_hash(dockerfile_text: str, requirements: bytes | None) -> str:
     """``sha256:…`` over the Dockerfile and requirements.txt (the generator's content hash)."""
+    from ds01.images.dockerfile_text import content_hash
+
     return content_hash(dockerfile_text, requirements)
 
 
 def hash_covers_build(dockerfile_text: str) -> bool:
     """True when the Dockerfile takes nothing from the project but ``requirements.txt``, so that
     the Dockerfile and requirements.txt alone decide what gets built."""
+    from ds01.images.dockerfile_text import logical_lines
+
     for ins in logical_lines(dockerfile_text):
         words = ins.split()
         if words[0].upper() not in ("COPY", "ADD"):
@@ -59,11 +62,27 @@ def hash_covers_build(dockerfile_text: str) -> bool:
 
 @dataclass(frozen=True)
 class Stamp:
-    """What the CLI knew after the last build it ran or confirmed."""
+    """What the CLI knew after the last build it ran or confirmed. ``files`` (size and mtime of
+    the Dockerfile and requirements.txt) and ``covers`` let an unchanged launch skip reading and
+    hashing them, like make; ``--rebuild`` always checks."""
 
     hash: str
     image_id: str
     workspace: str
+    files: dict = field(default_factory=dict)
+    covers: bool = False
+
+
+def file_signature(workspace: str) -> dict[str, list[int] | None]:
+    """Size and mtime (ns) of the files the hash covers; None for a missing requirements.txt."""
+    out: dict[str, list[int] | None] = {}
+    for name in ("Dockerfile", REQUIREMENTS):
+        try:
+            st = os.stat(os.path.join(workspace, name))
+            out[name] = [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            out[name] = None
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,7 +124,8 @@ def load_stamp(project: str) -> Stamp | None:
     """The stored stamp, or None when missing or unreadable (then the daemon is asked)."""
     try:
         data = json.loads((stamp_dir() / f"{project}.json").read_text())
-        return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]))
+        return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]),
+                     dict(data.get("files") or {}), bool(data.get("covers", False)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

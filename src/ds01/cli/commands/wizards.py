@@ -487,41 +487,50 @@ def image_view(project: str) -> dict | None:
 
 def unchanged_image(project: str, ws: Path) -> str | None:
     """The project image's name when the Dockerfile and requirements.txt are what this account
-    last built or confirmed (the stamp) and nothing else goes into the image; else None."""
+    last built or confirmed (the stamp) and nothing else goes into the image; else None. Unchanged
+    size and mtime settle it without reading the files (like make); otherwise their hash does."""
     from ds01.names import image_name
-    from ds01.projects.launch import client_hash, hash_covers_build, load_stamp
+    from ds01.projects.launch import client_hash, file_signature, hash_covers_build, load_stamp
     from ds01.projects.workspace import current_user
 
     stamp = load_stamp(project)
     if stamp is None or stamp.workspace != str(ws):
         return None
+    name = f"{image_name(current_user()[0], project)}:latest"
+    if stamp.covers and stamp.files and stamp.files == file_signature(str(ws)):
+        return name
     text = (ws / "Dockerfile").read_text(errors="replace")
     req_p = ws / "requirements.txt"
     req = req_p.read_bytes() if req_p.is_file() else None
     if stamp.hash != client_hash(text, req) or not hash_covers_build(text):
         return None
-    return f"{image_name(current_user()[0], project)}:latest"
+    return name
 
 
 def ensure_image(project: str, ws: Path, rebuild: bool, no_cache: bool, as_json: bool) -> tuple[str, bool]:
     """Build the project image when needed (see ds01.projects.launch); returns (image, rebuilt)."""
     from ds01.cli.commands.images import build
-    from ds01.projects.launch import Stamp, client_hash, decide_build, hash_covers_build, load_stamp, save_stamp
+    from ds01.projects.launch import (Stamp, client_hash, decide_build, file_signature, hash_covers_build, load_stamp,
+                                      save_stamp)
 
+    # size+mtime first, then the contents: an edit in between makes the next launch re-hash
+    signature = file_signature(str(ws))
     text = (ws / "Dockerfile").read_text(errors="replace")
     req_p = ws / "requirements.txt"
     req = req_p.read_bytes() if req_p.is_file() else None
     current = client_hash(text, req)
     img = image_view(project)
-    d = decide_build(img, load_stamp(project), current, str(ws), hash_covers_build(text), rebuild or no_cache)
+    covers = hash_covers_build(text)
+    d = decide_build(img, load_stamp(project), current, str(ws), covers, rebuild or no_cache)
     if not d.build:
+        save_stamp(project, Stamp(current, str(img.get("id")), str(ws), signature, covers))
         if not as_json:
             ok(f"image {img['image']} is up to date ({d.reason})")
         return img["image"], False
     if not as_json:
         info(f"building the image: {d.reason}")
     res = build(project, no_cache=no_cache, as_json=as_json)
-    save_stamp(project, Stamp(current, str(res.get("id")), str(ws)))
+    save_stamp(project, Stamp(current, str(res.get("id")), str(ws), signature, covers))
     if not as_json:
         if res.get("up_to_date"):
             ok(f"image {res['image']} is up to date (nothing changed)")

@@ -30,12 +30,9 @@ def obs(docker_client):
     d.start()
     d.used = []
     yield d
-    d.stop()
-    for c in d.containers(docker_client):
-        c.remove(force=True)
+    d.destroy(docker_client)
     for user, project in d.used:
         shutil.rmtree(f"/home/{USERS[user]}/workspace/{project}", ignore_errors=True)
-    shutil.rmtree(d.root, ignore_errors=True)
 
 
 def create(d, user: str, *args: str) -> str:

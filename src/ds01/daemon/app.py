@@ -83,6 +83,7 @@ class Api:
         self.ctx = ctx
         self.images = ImageService(ctx)
         self.containers = ContainerService(ctx, on_release=self.kick, images=self.images)
+        self.images.containers = self.containers
         self.gpu = GpuService(self.containers)
         from ds01.services.lifecycle import LifecycleService
 

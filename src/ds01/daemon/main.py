@@ -85,7 +85,6 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     from ds01.daemon.events import EventLog
     from ds01.errors import RuntimeFailure
     from ds01.runtime.docker import DockerBackend
-    from ds01.services.containers import ContainerService
     from ds01.services.context import Context
     from ds01.state.db import Store
 
@@ -109,10 +108,10 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
              len(inventory.allocatable), inventory.driver_version)
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
                   gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
-    summary = await asyncio.to_thread(ContainerService(ctx).reconcile)
+    app = build_app(ctx)
+    summary = await asyncio.to_thread(app["api"].containers.reconcile)
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
 
-    app = build_app(ctx)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     socket_path.parent.mkdir(parents=True, exist_ok=True)

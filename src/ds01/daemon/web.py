@@ -137,9 +137,8 @@ def render(data: dict[str, Any], refresh: float) -> str:
     for ev in data["events"]:
         res = ev.get("result") or ""
         rc = "" if res == "ok" else ' class="err"'
-        why = f" ({_e(ev['reason'])})" if ev.get("reason") and not data.get("names_hidden") else ""
         out.append(f'<tr><td>{_e(_when(ev["time"]))}</td><td>{_e(ev["action"])}</td><td>{_e(ev.get("user") or "")}</td>'
-                   f'<td>{_e(ev.get("target") or "")}</td><td{rc}>{_e(res)}{why}</td></tr>')
+                   f'<td>{_e(ev.get("target") or "")}</td><td{rc}>{_e(res)}</td></tr>')
     out.append("</tbody></table>")
     if data.get("names_hidden"):
         out.append('<p class="muted">user names are hidden on this page (admin setting)</p>')

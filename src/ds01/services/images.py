@@ -482,6 +482,9 @@ class ImageService:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        # the daemon's ContainerService (set by the Api): removing a container through it keeps
+        # its side effects, e.g. waking the queue when GPUs are released
+        self.containers: Any = None
         self._lock = threading.Lock()
         self._building: dict[int, int] = {}
         self._bootstrap = threading.Lock()
@@ -873,8 +876,6 @@ class ImageService:
     def delete(self, actor: Caller, who: Caller, project: str, force: bool = False) -> dict[str, Any]:
         """Remove ``who``'s image of ``project``. Refused while a container of ``who`` uses it,
         unless ``force``, which removes those containers first (never their workspaces)."""
-        from ds01.services.containers import ContainerService
-
         info = self.own_image(who, project)
         users = self._used_by(who, info)
         if users and not force:
@@ -882,7 +883,7 @@ class ImageService:
                            f"remove it first ('container-remove {users[0]}') or use 'image-delete {project} --force'")
         removed = []
         for p in users:
-            ContainerService(self.ctx).remove(actor, who, p, force=True)
+            self.containers.remove(actor, who, p, force=True)
             removed.append(p)
         ref = f"{self._repo(who, project)}:{TAG}"
         self.rt.image_remove(ref)

@@ -1,105 +1,41 @@
 """Entry points: the umbrella ``ds01`` and one executable per command (``container-create`` …).
 
-pip-style: commands are looked up in a registry and imported lazily; every DS01Error is turned into
-one line of message, one of hint, and the exit code of its class, in this one place.
+Each first offers its arguments to the fast path (``ds01.cli.fast``: the plain forms of the
+hottest verbs, run without importing click); anything else, ``--help`` included, goes to click
+(``ds01.cli.app``). This module imports neither.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-
-import click
 
 from ds01.cli.registry import COMMANDS, NOUNS
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+def _fast(name: str, args: list[str]) -> None:
+    from ds01.cli.fast import try_run
 
-def _load(name: str) -> click.Command:
-    target, _ = COMMANDS[name]
-    mod, attr = target.split(":")
-    cmd = getattr(importlib.import_module(mod), attr)
-    cmd.name = name
-    return cmd
-
-
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in COMMANDS:
-            return _load(name)
-        return None
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Summaries come from the registry, so help never imports a command module.
-        rows = [(n, COMMANDS[n][1]) for n in sorted(COMMANDS)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        if len(args) >= 2 and args[0] in NOUNS and f"{args[0]}-{args[1]}" in COMMANDS:
-            args = [f"{args[0]}-{args[1]}", *args[2:]]
-        if args and args[0] not in COMMANDS and not args[0].startswith("-"):
-            import difflib
-
-            close = difflib.get_close_matches(args[0], list(COMMANDS), n=3, cutoff=0.6)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            ctx.fail(f"no such command {args[0]!r}.{hint} ('ds01 --help' lists them all)")
-        return super().resolve_command(ctx, args)
-
-
-@click.group(cls=LazyGroup, context_settings=CONTEXT)
-@click.version_option(package_name="ds01", message="ds01 %(version)s")
-def cli() -> None:
-    """DS01: your containers, workspaces and GPUs on the shared server.
-
-    \b
-    New here? Try:
-      ds01 concepts          what containers, workspaces and images are
-      container-create demo  make a container for project 'demo'
-      container-run demo     open a shell in it
-    """
-
-
-def _run(cmd: click.Command, prog: str) -> None:
-    from ds01.errors import DS01Error
-
-    try:
-        rv = cmd.main(prog_name=prog, standalone_mode=False)
-    except DS01Error as e:
-        _report(e)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _report(e) -> None:
-    if os.environ.get("DS01_DEBUG"):
-        import traceback
-
-        traceback.print_exc()
-    click.secho(f"error: {e.message}", fg="red", err=True)
-    if e.hint:
-        click.echo(f"hint: {e.hint}", err=True)
+    rc = try_run(name, args)
+    if rc is not None:
+        sys.exit(rc)
 
 
 def main() -> None:
-    _run(cli, "ds01")
+    args = sys.argv[1:]
+    if len(args) >= 2 and args[0] in NOUNS and f"{args[0]}-{args[1]}" in COMMANDS:
+        _fast(f"{args[0]}-{args[1]}", args[2:])  # ds01 container create P
+    elif args and args[0] in COMMANDS:
+        _fast(args[0], args[1:])  # ds01 container-create P
+    from ds01.cli.app import main as click_main
+
+    click_main()
 
 
 def run_command(name: str) -> None:
-    _run(_load(name), name)
+    _fast(name, sys.argv[1:])
+    from ds01.cli.app import run_command as click_run
+
+    click_run(name)
 
 
 def _entry(name: str):
@@ -113,3 +49,12 @@ def _entry(name: str):
 # One console script per command (see pyproject [project.scripts]).
 for _name in COMMANDS:
     globals()[_name.replace("-", "_")] = _entry(_name)
+
+
+def __getattr__(attr: str):
+    # ``cli`` (the click group) and ``_run`` live in ds01.cli.app; loaded only when asked for.
+    if attr in ("cli", "_run"):
+        from ds01.cli import app
+
+        return getattr(app, attr)
+    raise AttributeError(attr)

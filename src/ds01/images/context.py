@@ -305,6 +305,100 @@ def child_main(argv: list[str]) -> int:
         return report(error="os", path=getattr(e, "filename", None) or "?", msg=e.strerror or str(e))
 
 
+# --------------------------------------------------------------------------- stat fingerprint (daemon side)
+#
+# A no-op rebuild should not pay for a child process and a full read of the context. Like
+# BuildKit's context transfer (which re-sends only files whose stat changed) and git's index, the
+# daemon compares *metadata* with what it recorded at the last build: every entry's path, type,
+# mode, owner, size, mtime, ctime and inode (ctime cannot be set by the user, and changes on every
+# write, chmod, chown or rename). Root only looks, never reads a file of the user's, walking with
+# directory fds and O_NOFOLLOW so a symlink swapped in cannot take it elsewhere. It vouches for
+# nothing unusual: any error, anything not owned as expected, or a file changed in the last
+# ``racy_s`` seconds (timestamps are coarse: an edit within the same tick would keep them) gives
+# None, and the full read as the user decides, as before.
+
+FP_MAX_ENTRIES = 100_000
+
+
+class _NoVouch(Exception):
+    pass
+
+
+def _root_ignore_lines(dirfd: int, uid: int) -> list[str]:
+    try:
+        fd = os.open(".dockerignore", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+    except FileNotFoundError:
+        return []
+    except OSError:
+        raise _NoVouch from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        # only the user's own plain file (not a hard link to something else) is read as patterns
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_nlink != 1 or st.st_size > 1024 * 1024:
+            raise _NoVouch
+        return f.read(1024 * 1024).decode("utf-8", "replace").splitlines()
+
+
+def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s: float = 2.0) -> str | None:
+    """``sha256:…`` over the metadata of exactly the entries :func:`scan` would send, or None
+    when it cannot vouch for them (see above). Runs as root in the daemon; reads no file content
+    except the user's own ``.dockerignore``."""
+    import time
+
+    start = time.time_ns()
+    limit = start - int(racy_s * 1e9)
+    try:
+        real_root = os.path.realpath(trust_root)
+        real = os.path.realpath(os.path.join(base, project))
+        if not _inside(real, real_root):
+            return None
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    count = [0]
+
+    def walk(dirfd: int, rel_dir: str, patterns: list[Pattern]) -> None:
+        with os.scandir(dirfd) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for de in items:
+            count[0] += 1
+            if count[0] > FP_MAX_ENTRIES:
+                raise _NoVouch
+            rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
+            excluded = is_excluded(rel, patterns) and rel != DOCKERFILE
+            st = de.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if excluded and not may_reinclude_below(rel, patterns):
+                    continue
+                if not excluded:
+                    h.update(f"d\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\n".encode("utf-8", "surrogateescape"))
+                sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+                try:
+                    walk(sub, rel, patterns)
+                finally:
+                    os.close(sub)
+                continue
+            if excluded or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue  # FIFOs, sockets, devices: skipped by scan too
+            if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
+                raise _NoVouch  # racily clean: it may change again within the same timestamp
+            link = os.readlink(de.name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else ""
+            h.update(f"{'l' if link else 'f'}\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
+                     f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{link}\n".encode("utf-8", "surrogateescape"))
+
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != uid:
+            return None
+        walk(fd, "", parse_patterns(list(DEFAULT_EXCLUDES) + _root_ignore_lines(fd, uid)))
+    except (_NoVouch, OSError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    return "sha256:" + h.hexdigest()
+
+
 # --------------------------------------------------------------------------- daemon side
 
 

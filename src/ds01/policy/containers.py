@@ -66,7 +66,7 @@ def labels(cfg: Config, who: Who, project: str, image: str, device_ids: Iterable
 def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLike, workspace: str,
                now: float, instance: str, device_ids: tuple[str, ...] = (),
                ports: tuple[tuple[int, str, int], ...] = (), command: tuple[str, ...] | None = None,
-               host_cpus: int | None = None) -> ContainerSpec:
+               host_cpus: int | None = None, image_id: str | None = None) -> ContainerSpec:
     mounts = [Mount(workspace, "/workspace")]
     mounts += [Mount(m.source, m.target, read_only=True) for m in cfg.containers.data_mounts]
     binding = cfg.gpu.binding
@@ -91,6 +91,7 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
         ports=ports,
         hostname=project.replace("_", "-").replace(".", "-")[:63],
         command=command,
+        image_id=image_id,
     )
 
 

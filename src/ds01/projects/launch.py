@@ -13,22 +13,17 @@ the Dockerfile copies nothing into the image but ``requirements.txt`` (otherwise
 decide the build too, and the daemon is asked). In every other case the daemon is asked, and it
 still skips the build when nothing changed. ``--rebuild`` always asks the daemon.
 
-Stamps live in ``$XDG_STATE_HOME/ds01/launch/`` (default ``~/.local/state``), never in the
-workspace, so they are not part of the user's git repository.
+Stamp files: ``ds01.projects.stamps`` (kept light for the fast path of an unchanged launch).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-
-REQUIREMENTS = "requirements.txt"
+from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, stamp_dir, write_stamp  # noqa: F401
 
 
 # --------------------------------------------------------------------------- change detection
@@ -73,18 +68,6 @@ class Stamp:
     covers: bool = False
 
 
-def file_signature(workspace: str) -> dict[str, list[int] | None]:
-    """Size and mtime (ns) of the files the hash covers; None for a missing requirements.txt."""
-    out: dict[str, list[int] | None] = {}
-    for name in ("Dockerfile", REQUIREMENTS):
-        try:
-            st = os.stat(os.path.join(workspace, name))
-            out[name] = [st.st_size, st.st_mtime_ns]
-        except FileNotFoundError:
-            out[name] = None
-    return out
-
-
 @dataclass(frozen=True)
 class BuildDecision:
     build: bool
@@ -113,33 +96,19 @@ def decide_build(image: Mapping[str, Any] | None, stamp: Stamp | None, current_h
 # --------------------------------------------------------------------------- stamp files (I/O)
 
 
-def stamp_dir() -> Path:
-    from ds01.projects.workspace import current_user
-
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(current_user()[1], ".local", "state")
-    return Path(base) / "ds01" / "launch"
-
-
 def load_stamp(project: str) -> Stamp | None:
     """The stored stamp, or None when missing or unreadable (then the daemon is asked)."""
+    data = read_stamp(project)
     try:
-        data = json.loads((stamp_dir() / f"{project}.json").read_text())
-        return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]),
-                     dict(data.get("files") or {}), bool(data.get("covers", False)))
-    except (OSError, ValueError, KeyError, TypeError):
+        return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]),  # type: ignore[index]
+                     dict(data.get("files") or {}), bool(data.get("covers", False)))  # type: ignore[union-attr]
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
 def save_stamp(project: str, stamp: Stamp) -> None:
-    """Best effort: a stamp that cannot be written only costs a check at the next launch."""
-    d = stamp_dir()
-    try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = d / f".{project}.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(asdict(stamp)))
-        os.replace(tmp, d / f"{project}.json")
-    except OSError:
-        pass
+    """Best effort (see :func:`ds01.projects.stamps.write_stamp`)."""
+    write_stamp(project, asdict(stamp))
 
 
 # --------------------------------------------------------------------------- deploy results

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import pwd
-from pathlib import Path
 
 from ds01.errors import Conflict, InvalidInput, PermissionDenied
 from ds01.names import validate_project
+
+TYPE_CHECKING = False  # (not typing's: its import costs every CLI start ~5 ms)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_BASE_TEMPLATE = "{home}/workspace"
 BASE_ENV = "DS01_WORKSPACE_BASE"
@@ -32,8 +35,8 @@ def current_user() -> tuple[str, str]:
     return pw.pw_name, pw.pw_dir
 
 
-def workspace_base(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> Path:
-    """The folder holding all of the caller's projects.
+def base_path(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> str:
+    """The folder holding all of the caller's projects, as a normalised string.
 
     ``base_template`` may use ``{home}`` and ``{user}``; ``$DS01_WORKSPACE_BASE`` (same syntax)
     overrides it, which is how tests relocate workspaces."""
@@ -47,33 +50,40 @@ def workspace_base(home: str | os.PathLike[str] | None = None, base_template: st
             f"invalid workspace base template {template!r}",
             "it may only use {home} and {user}, e.g. '{home}/workspace'",
         ) from e
-    p = Path(base)
-    if not p.is_absolute():
+    if not os.path.isabs(base):
         raise InvalidInput(f"workspace base {base!r} is not an absolute path", f"set {BASE_ENV} to an absolute path")
-    return Path(os.path.normpath(p))
+    return os.path.normpath(base)
 
 
-def _within(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
+def workspace_base(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> Path:
+    """:func:`base_path` as a Path."""
+    from pathlib import Path
+
+    return Path(base_path(home, base_template))
 
 
-def workspace_dir(
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def workspace_path(
     project: str,
     home: str | os.PathLike[str] | None = None,
     base_template: str = DEFAULT_BASE_TEMPLATE,
-) -> Path:
+) -> str:
     """``<base>/<project>`` for the caller, after checking the name and where the path really leads.
 
     The boundary is the user's home when the base lies inside it (the default ``~/workspace``), or
     the base itself when an admin or a test put workspaces elsewhere. If the path (or any folder on
-    the way, e.g. a symlinked ``~/workspace``) resolves outside that boundary, PermissionDenied."""
+    the way, e.g. a symlinked ``~/workspace``) resolves outside that boundary, PermissionDenied.
+    Strings and os.path only: the fast path of ``project-launch`` uses it without pathlib."""
     validate_project(project)
     _, pw_home = current_user()
-    home_p = Path(os.path.normpath(os.fspath(home) if home is not None else pw_home))
-    base = workspace_base(home_p, base_template)
-    boundary = home_p.resolve() if _within(base, home_p) else base.resolve()
-    path = base / project
-    real = path.resolve()  # strict=False: parts that do not exist yet are kept as written
+    home_p = os.path.normpath(os.fspath(home) if home is not None else pw_home)
+    base = base_path(home_p, base_template)
+    boundary = os.path.realpath(home_p if _within(base, home_p) else base)
+    path = os.path.join(base, project)
+    real = os.path.realpath(path)  # parts that do not exist yet are kept as written
     if not _within(real, boundary):
         raise PermissionDenied(
             f"workspace {path} is a symlink to {real}, outside {boundary}",
@@ -81,6 +91,17 @@ def workspace_dir(
             f"(rm {path}) and move the project there, or pick another project name",
         )
     return path
+
+
+def workspace_dir(
+    project: str,
+    home: str | os.PathLike[str] | None = None,
+    base_template: str = DEFAULT_BASE_TEMPLATE,
+) -> Path:
+    """:func:`workspace_path` as a Path."""
+    from pathlib import Path
+
+    return Path(workspace_path(project, home, base_template))
 
 
 def ensure_workspace(
@@ -110,11 +131,11 @@ def ensure_workspace(
     return workspace_dir(project, home, base_template), True
 
 
-def display_path(path: Path) -> str:
+def display_path(path: str | os.PathLike[str]) -> str:
     """``~/workspace/x`` instead of ``/home/alice/workspace/x`` in messages."""
     _, home = current_user()
-    try:
-        rel = path.relative_to(home)
-    except ValueError:
-        return str(path)
-    return "~" if str(rel) == "." else f"~/{rel}"
+    p = os.path.normpath(os.fspath(path))
+    if not _within(p, os.path.normpath(home)):
+        return p
+    rel = os.path.relpath(p, home)
+    return "~" if rel == "." else f"~/{rel}"

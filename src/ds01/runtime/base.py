@@ -73,6 +73,9 @@ class ContainerSpec:
     gpu_binding: str = "runtime"
     ports: tuple[tuple[int, str, int], ...] = ()  # (container port, host ip, host port)
     hostname: str | None = None
+    # The local image ``image`` named when the daemon checked it (saves the backend a lookup);
+    # None = let the backend resolve ``image`` itself.
+    image_id: str | None = None
 
 
 @dataclass

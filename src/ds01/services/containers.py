@@ -117,15 +117,17 @@ class ContainerService:
         request = request or GpuRequest()
         if cpu_only and request.kind != "none":
             raise InvalidInput("--cpu-only conflicts with a GPU request", "use one or the other")
+        local = None  # the image as inspected once here, reused below (each lookup is an engine call)
         if image is None and self.images is not None:
-            image = self.images.project_image(who, project)  # the project's own image, if built
+            image, local = self.images.project_image(who, project)  # the project's own image, if built
         image = image or self.cfg.images.default
         self._check_image(image)
-        if self.images is not None:
-            self.images.check_use(who, image)  # another user's image is as good as missing
+        if self.images is not None and local is None:
+            local = self.images.check_use(who, image)  # another user's image is as good as missing
         container_ports = self._check_ports(ports)
         lim = self.limits_for(who)
-        if not self.ctx.runtime.image_exists(image):
+        exists = local is not None if self.images is not None else self.ctx.runtime.image_exists(image)
+        if not exists:
             raise NotFound(
                 f"image {image!r} is not available on this host",
                 "build your project's image with 'image-create <project>' or ask an admin to bootstrap the base image",
@@ -172,7 +174,8 @@ class ContainerService:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
             source = self._mount_point(workspace, name)
             spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
-                              device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count())
+                              device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count(),
+                              image_id=local.id if local is not None else None)
             info = self.ctx.runtime.create(spec)
         except BaseException:
             self._unpin(name)

@@ -16,11 +16,16 @@ Builds (``prepare_build`` then ``run_build``):
   to ask for a network mode, privileges or mounts (the runtime API has none);
 * ``build.timeout`` bounds each build, ``build.max_concurrent_per_user`` the builds in flight;
 * when the content hash (Dockerfile, context digest, base image ids, build args) equals the
-  current image's label, nothing is rebuilt unless ``no_cache``.
+  current image's label, nothing is rebuilt unless ``no_cache``;
+* before that, a *build stamp* (state table ``build_stamps``): when the context's stat
+  fingerprint (``context.stat_fingerprint``, metadata only, taken by root without reading any
+  file), the build args and the base image ids are what the last build of the current image saw,
+  the rebuild is a no-op without even reading the context (like BuildKit's stat-based transfer).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -475,6 +480,10 @@ class BuildPlan:
     up_to_date: ImageInfo | None
     release: Any  # callable freeing the concurrency slot
     memory: int | None = None  # the user's memory limit also bounds the build's steps
+    # for the build stamp recorded when the plan succeeds (see ImageService._unchanged)
+    fingerprint: str | None = None
+    bases: dict[str, str] | None = None
+    args_hash: str = ""
 
 
 class ImageService:
@@ -622,14 +631,14 @@ class ImageService:
             raise missing
         return info
 
-    def project_image(self, who: Caller, project: str) -> str | None:
-        """``ds01/<user>/<project>:latest`` when ``who`` has built it, else None (the container
-        default: the project's own image, else the lab's base)."""
+    def project_image(self, who: Caller, project: str) -> tuple[str | None, ImageInfo | None]:
+        """(``ds01/<user>/<project>:latest``, its info) when ``who`` has built it, else (None, None)
+        (the container default: the project's own image, else the lab's base)."""
         try:
-            self.own_image(who, project)
+            info = self.own_image(who, project)
         except NotFound:
-            return None
-        return f"{self._repo(who, project)}:{TAG}"
+            return None, None
+        return f"{self._repo(who, project)}:{TAG}", info
 
     # -- builds ----------------------------------------------------------------------------
     def _acquire(self, who: Caller):
@@ -686,10 +695,13 @@ class ImageService:
     def _check_refs(self, who: Caller, refs: ImageRefs) -> tuple[dict[str, str], dict[str, ImageInfo]]:
         """Policy for every image the Dockerfile uses; returns (ref -> local id, or the ref when
         the engine will have to pull it, for the content hash; ref -> local image)."""
+        return self._check_ref_list(who, list(refs.external))
+
+    def _check_ref_list(self, who: Caller, external: list[str]) -> tuple[dict[str, str], dict[str, ImageInfo]]:
         from ds01.images.catalog import check_image_allowed
 
         ids, infos = {}, {}
-        for ref in refs.external:
+        for ref in external:
             check_image_allowed(ref, self.cfg.images.allowed)
             info = self.check_use(who, ref)
             if info is None and self._is_local(ref):
@@ -715,7 +727,7 @@ class ImageService:
     def prepare_build(self, actor: Caller, who: Caller, project: str, no_cache: bool = False) -> BuildPlan:
         """Everything that can refuse a build, before any output is streamed: the slot, the
         context (read as the user), the image policy. The caller must run or ``release`` it."""
-        from ds01.images.context import read_context
+        from ds01.images.context import read_context, stat_fingerprint
         from ds01.images.dockerfile import content_hash
         from ds01.policy.limits import effective_limits
         from ds01.services.workspace import _gids, base_for
@@ -724,6 +736,19 @@ class ImageService:
         release = self._acquire(who)
         try:
             base, root = base_for(self.cfg.containers.workspace_base, who)
+            args = self._buildargs()
+            args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
+            # Taken *before* the context is read: a change after this point changes the metadata
+            # the next rebuild compares with, so a recorded stamp never vouches for newer files.
+            fp = stat_fingerprint(root, base, project, who.uid)
+            if fp is not None and not no_cache:
+                try:
+                    same = self._unchanged(who, repo, project, fp, args_hash)
+                except DS01Error as e:
+                    self.ctx.emit("image.build", who, project, "denied", e.code, {"message": e.message}, actor)
+                    raise
+                if same is not None:
+                    return BuildPlan(actor, who, project, repo, None, {}, args, False, same, release)
             ctx = read_context(who.uid, who.gid, _gids(who), root, base, project, self.cfg.build.max_context)
             try:
                 checked = check_dockerfile(ctx.dockerfile)
@@ -740,7 +765,6 @@ class ImageService:
             except BaseException:
                 ctx.tar.close()
                 raise
-            args = self._buildargs()
             digest = content_hash(dockerfile, None, {
                 "context": ctx.digest.encode(), "bases": json.dumps(ids, sort_keys=True).encode(),
                 "buildargs": json.dumps(args, sort_keys=True).encode()})
@@ -752,10 +776,27 @@ class ImageService:
                     and current is not None and current.labels.get(f"{L}.content_hash") == digest)
             memory = effective_limits(self.cfg, who.name, set(who.groups)).memory
             return BuildPlan(actor, who, project, repo, ctx, labels, args, no_cache,
-                             current if same else None, release, memory)
+                             current if same else None, release, memory, fp, ids, args_hash)
         except BaseException:
             release()
             raise
+
+    def _unchanged(self, who: Caller, repo: str, project: str, fp: str, args_hash: str) -> ImageInfo | None:
+        """The current image when the last build of it saw exactly this context metadata, these
+        build arguments and the same base images (re-checked against policy now); else None."""
+        row = self.ctx.store.build_stamp(who.uid, project)
+        if row is None or row["fingerprint"] != fp or row["buildargs"] != args_hash:
+            return None
+        current = self.rt.image_inspect(f"{repo}:{TAG}")
+        if current is None or not self._owned(current, who) or current.id != row["image_id"]:
+            return None
+        ids, _ = self._check_ref_list(who, list(row["bases"]))
+        return current if ids == row["bases"] else None
+
+    def _stamp(self, plan: BuildPlan, image_id: str) -> None:
+        if plan.fingerprint is not None and plan.bases is not None:
+            self.ctx.store.set_build_stamp(plan.who.uid, plan.project, image_id, plan.fingerprint, plan.bases,
+                                           plan.args_hash)
 
     @staticmethod
     def _label_resets(checked: CheckedDockerfile, infos: dict[str, ImageInfo]) -> dict[int, list[str]]:
@@ -776,6 +817,7 @@ class ImageService:
         t0 = time.monotonic()
         try:
             if plan.up_to_date is not None:
+                self._stamp(plan, plan.up_to_date.id)
                 yield {"stream": "Nothing changed since the last build; the image is up to date.\n"}
                 yield {"result": self._result(plan, plan.up_to_date, t0, cached=True)}
                 return
@@ -791,9 +833,11 @@ class ImageService:
                     pass
             info = self.rt.image_inspect(f"{plan.repo}:{TAG}")
             assert info is not None
+            self._stamp(plan, info.id)
             yield {"result": self._result(plan, info, t0, cached=False)}
         finally:
-            plan.context.tar.close()
+            if plan.context is not None:
+                plan.context.tar.close()
             plan.release()
 
     def _engine_build(self, plan: BuildPlan, cancel: threading.Event | None):
@@ -887,6 +931,7 @@ class ImageService:
             removed.append(p)
         ref = f"{self._repo(who, project)}:{TAG}"
         self.rt.image_remove(ref)
+        self.ctx.store.clear_build_stamp(who.uid, project)
         self.ctx.emit("image.delete", who, project, data={"id": info.id[:19], "containers_removed": removed},
                    actor=actor)
         return {**image_view(info, []), "deleted": True, "containers_removed": removed}

@@ -113,6 +113,19 @@ CREATE TABLE IF NOT EXISTS exemptions (
     revoked_at  REAL
 );
 CREATE INDEX IF NOT EXISTS exemptions_user ON exemptions(user, until);
+
+-- what the last build (or up-to-date verdict) of a project image saw, so that a rebuild with
+-- nothing changed is recognised from metadata alone (images.context.stat_fingerprint)
+CREATE TABLE IF NOT EXISTS build_stamps (
+    uid          INTEGER NOT NULL,
+    project      TEXT NOT NULL,
+    image_id     TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,         -- stat fingerprint of the context, taken before it was read
+    bases        TEXT NOT NULL,         -- {base ref: local image id (or the ref when pulled)}
+    buildargs    TEXT NOT NULL,         -- sha256 of the build arguments
+    at           REAL NOT NULL,
+    PRIMARY KEY (uid, project)
+);
 """
 
 LIVE = ("creating", "created", "running", "exited")
@@ -198,6 +211,24 @@ class Store:
         with self._lock:
             cur = self._conn.execute(sql, args)
             return cur.lastrowid or cur.rowcount
+
+    # -- build stamps ----------------------------------------------------------------------
+    def build_stamp(self, uid: int, project: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM build_stamps WHERE uid=? AND project=?", (uid, project))
+        if not rows:
+            return None
+        d = dict(rows[0])
+        d["bases"] = json.loads(d["bases"])
+        return d
+
+    def set_build_stamp(self, uid: int, project: str, image_id: str, fingerprint: str, bases: dict[str, str],
+                        buildargs: str) -> None:
+        self.execute("INSERT OR REPLACE INTO build_stamps (uid, project, image_id, fingerprint, bases, buildargs, at)"
+                     " VALUES (?,?,?,?,?,?,?)",
+                     (uid, project, image_id, fingerprint, json.dumps(bases, sort_keys=True), buildargs, time.time()))
+
+    def clear_build_stamp(self, uid: int, project: str) -> None:
+        self.execute("DELETE FROM build_stamps WHERE uid=? AND project=?", (uid, project))
 
     # -- containers ------------------------------------------------------------------------
     def live_container(self, uid: int, project: str) -> ContainerRecord | None:

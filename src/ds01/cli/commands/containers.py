@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ds01.cli.output import ago, ok, print_json, table
-from ds01.cli.lazy import Client, q
+from ds01.cli import verbs
+from ds01.cli.lazy import Client
+from ds01.cli.output import ago, print_json, table
 
 
 
@@ -31,12 +32,6 @@ def gpu_body(gpus: int | None, gpu_profile: str | None, mig: int | None, queue: 
     return {"gpus": gpus, "gpu_profile": gpu_profile, "mig": mig, "queue": queue}
 
 
-def print_queued(out: dict) -> None:
-    ok(f"no device is free now: {out['request']} for {out['project']} is queued "
-       f"(position {out['position']}, request id {out['queue_id']})")
-    click.echo("  it starts automatically when devices free up; watch it with 'gpu-queue'")
-
-
 @click.command()
 @click.argument("project")
 @click.option("--image", metavar="IMG", help="image to use (default: your project's image, else the lab's base)")
@@ -56,25 +51,8 @@ def create(project: str, image: str | None, cpu_only: bool, gpus: int | None, gp
       container-create thesis --gpus 1
       container-create thesis --gpu-profile 3g.40gb --queue
     """
-    out = Client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
-                                                     "user": user, **gpu_body(gpus, gpu_profile, mig, queue)})
-    if as_json:
-        return print_json(out)
-    if out.get("queued"):
-        return print_queued(out)
-    gpus_txt = f", GPUs {', '.join(out['gpus'])}" if out.get("gpus") else ""
-    ok(f"created container {out['name']} for project {project} (image {out['image']}{gpus_txt})")
-    click.echo(f"  workspace: {out['workspace']} → /workspace")
-    click.echo(f"  next: container-start {project}   or   container-run {project}")
-
-
-def _verb(verb: str, project: str, body: dict, as_json: bool, done: str) -> dict:
-    out = Client().call("POST", f"/v1/containers/{q(project)}/{verb}", body)
-    if as_json:
-        print_json(out)
-    else:
-        ok(done.format(**out))
-    return out
+    verbs.create(project, image=image, cpu_only=cpu_only, gpu=gpu_body(gpus, gpu_profile, mig, queue), user=user,
+                 as_json=as_json)
 
 
 @click.command()
@@ -88,7 +66,7 @@ def start(project: str, user: str | None, as_json: bool) -> None:
     Example:
       container-start thesis
     """
-    _verb("start", project, {"user": user}, as_json, "container {name} is running")
+    verbs.verb("start", project, {"user": user}, as_json)
 
 
 @click.command()
@@ -103,7 +81,7 @@ def stop(project: str, timeout: float | None, user: str | None, as_json: bool) -
     Example:
       container-stop thesis --timeout 30
     """
-    _verb("stop", project, {"user": user, "timeout": timeout}, as_json, "container {name} is stopped")
+    verbs.verb("stop", project, {"user": user, "timeout": timeout}, as_json)
 
 
 @click.command()
@@ -119,8 +97,7 @@ def remove(project: str, force: bool, user: str | None, as_json: bool) -> None:
       container-remove thesis
       container-remove thesis --force
     """
-    _verb("remove", project, {"user": user, "force": force}, as_json,
-          "container {name} removed (workspace {workspace} kept)")
+    verbs.verb("remove", project, {"user": user, "force": force}, as_json)
 
 
 @click.command(name="container-list")

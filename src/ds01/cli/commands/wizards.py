@@ -485,28 +485,6 @@ def image_view(project: str) -> dict | None:
         return None
 
 
-def unchanged_image(project: str, ws: Path) -> str | None:
-    """The project image's name when the Dockerfile and requirements.txt are what this account
-    last built or confirmed (the stamp) and nothing else goes into the image; else None. Unchanged
-    size and mtime settle it without reading the files (like make); otherwise their hash does."""
-    from ds01.names import image_name
-    from ds01.projects.launch import client_hash, file_signature, hash_covers_build, load_stamp
-    from ds01.projects.workspace import current_user
-
-    stamp = load_stamp(project)
-    if stamp is None or stamp.workspace != str(ws):
-        return None
-    name = f"{image_name(current_user()[0], project)}:latest"
-    if stamp.covers and stamp.files and stamp.files == file_signature(str(ws)):
-        return name
-    text = (ws / "Dockerfile").read_text(errors="replace")
-    req_p = ws / "requirements.txt"
-    req = req_p.read_bytes() if req_p.is_file() else None
-    if stamp.hash != client_hash(text, req) or not hash_covers_build(text):
-        return None
-    return name
-
-
 def ensure_image(project: str, ws: Path, rebuild: bool, no_cache: bool, as_json: bool) -> tuple[str, bool]:
     """Build the project image when needed (see ds01.projects.launch); returns (image, rebuilt)."""
     from ds01.cli.commands.images import build
@@ -593,6 +571,7 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
       project-launch thesis --jupyter            JupyterLab, reachable through ssh -L
     """
     from ds01.cli.commands.workflows import deploy, gpu_request, open_shell, report_deploy, should_open
+    from ds01.cli.verbs import launch_unchanged
     from ds01.errors import NotFound
     from ds01.projects.workspace import display_path, workspace_dir
 
@@ -606,16 +585,8 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
                        f"set the project up first: project-init {project}")
     ports = [JUPYTER_PORT] if jupyter else None
     out = None
-    known = None if (rebuild or no_cache) else unchanged_image(project, ws)
-    if known is not None:
-        # Nothing changed since the last build this account ran or confirmed: deploy straight
-        # away (one daemon call, like container-deploy); a vanished image falls back below.
-        try:
-            out = deploy(project, image=known, gpu=gpu, queue=queue, ports=ports)
-            if not as_json:
-                ok(f"image {known} is up to date (nothing changed since the last build)")
-        except NotFound:
-            out = None
+    if not (rebuild or no_cache):
+        out = launch_unchanged(project, str(ws), gpu=gpu, queue=queue, ports=ports, as_json=as_json)
     if out is None:
         image, rebuilt = ensure_image(project, ws, rebuild, no_cache, as_json)
         if rebuilt:

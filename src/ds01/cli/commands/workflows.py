@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ds01.cli import verbs
 from ds01.cli.output import info, ok, print_json
 from ds01.cli.lazy import Client, q
 
@@ -54,35 +55,8 @@ def gpu_request(gpus: int | None, gpu_profile: str | None, mig: int | None) -> d
     return given
 
 
-def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,
-           ports: list[int] | None = None) -> dict[str, Any]:
-    """One call to the daemon's deploy: create + start (rollback on failure), or reuse the
-    project's container. Returns the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
-    body: dict[str, Any] = {"project": project, **(gpu or {})}
-    if image:
-        body["image"] = image
-    if queue:
-        body["queue"] = True
-    if ports:
-        body["ports"] = ports
-    return Client().call("POST", "/v1/containers/deploy", body)
-
-
-def report_deploy(project: str, out: dict[str, Any]) -> None:
-    """Human summary of a deploy result (not for --json)."""
-    if out.get("queued"):
-        click.echo(click.style("⏳ ", fg="yellow") + f"no GPU is free right now: you are number "
-                   f"{out.get('position', '?')} in the queue for project {project}")
-        click.echo("  your container starts as soon as a GPU is free; see it with: container-list --all")
-        return
-    gpus = ", ".join(out.get("gpus") or []) or "none (CPU only)"
-    if out.get("reused"):
-        ok(f"your container for {project} is already running: reusing it ({out.get('name')})")
-    else:
-        ok(f"container {out.get('name')} is running (image {out.get('image')})")
-    click.echo(f"  GPUs: {gpus}")
-    if out.get("workspace"):
-        click.echo(f"  workspace: {out['workspace']} → /workspace")
+deploy = verbs.deploy
+report_deploy = verbs.report_deploy
 
 
 def open_shell(project: str) -> int:
@@ -124,16 +98,13 @@ def container_deploy(project: str, image: str | None, gpus: int | None, gpu_prof
       container-deploy thesis --mig 1 --queue      wait for a GPU slice if none is free
     """
     out = deploy(project, image=image, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue)
-    if as_json:
-        print_json(out)
-    else:
-        report_deploy(project, out)
-    if out.get("queued"):
-        return None
-    if should_open(open_, as_json):
+    if not out.get("queued") and should_open(open_, as_json):
+        if as_json:
+            print_json(out)
+        else:
+            report_deploy(project, out)
         return open_shell(project)
-    if not as_json:
-        click.echo(f"  next: container-run {project}   (a shell)   or   container-retire {project}   (when done)")
+    verbs.finish_background(project, out, as_json)
     return None
 
 

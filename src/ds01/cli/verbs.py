@@ -1,0 +1,169 @@
+"""The bodies of the hottest commands, free of click.
+
+The click commands (``ds01.cli.commands.*``) parse options and call these; so does the fast path
+(``ds01.cli.fast``), which runs the plain forms without importing click at all. One body, so the
+two paths cannot print different things.
+"""
+
+from __future__ import annotations
+
+import os
+# typing is only for annotations (strings here): importing it costs every CLI start ~5 ms
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+from ds01.cli.output import colour, echo, ok, print_json
+
+
+def client():
+    from ds01.client.http import Client
+
+    return Client()
+
+
+def q(segment: str) -> str:
+    from ds01.client.http import q as _q
+
+    return _q(segment)
+
+
+# --------------------------------------------------------------------------- L2 containers
+
+
+def print_queued(out: dict) -> None:
+    ok(f"no device is free now: {out['request']} for {out['project']} is queued "
+       f"(position {out['position']}, request id {out['queue_id']})")
+    echo("  it starts automatically when devices free up; watch it with 'gpu-queue'")
+
+
+def create(project: str, *, image: str | None = None, cpu_only: bool = False, gpu: dict | None = None,
+           user: str | None = None, as_json: bool = False) -> None:
+    out = client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
+                                                    "user": user, **(gpu or {})})
+    if as_json:
+        return print_json(out)
+    if out.get("queued"):
+        return print_queued(out)
+    gpus_txt = f", GPUs {', '.join(out['gpus'])}" if out.get("gpus") else ""
+    ok(f"created container {out['name']} for project {project} (image {out['image']}{gpus_txt})")
+    echo(f"  workspace: {out['workspace']} → /workspace")
+    echo(f"  next: container-start {project}   or   container-run {project}")
+
+
+DONE = {
+    "start": "container {name} is running",
+    "stop": "container {name} is stopped",
+    "remove": "container {name} removed (workspace {workspace} kept)",
+}
+
+
+def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
+    """``container-{start,stop,remove}``: one call, one line."""
+    out = client().call("POST", f"/v1/containers/{q(project)}/{name}", body)
+    if as_json:
+        print_json(out)
+    else:
+        ok(DONE[name].format(**out))
+    return out
+
+
+# --------------------------------------------------------------------------- L3 deploy
+
+
+def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,
+           ports: list[int] | None = None) -> dict[str, Any]:
+    """One call to the daemon's deploy: create + start (rollback on failure), or reuse the
+    project's container. Returns the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
+    body: dict[str, Any] = {"project": project, **(gpu or {})}
+    if image:
+        body["image"] = image
+    if queue:
+        body["queue"] = True
+    if ports:
+        body["ports"] = ports
+    return client().call("POST", "/v1/containers/deploy", body)
+
+
+def report_deploy(project: str, out: dict[str, Any]) -> None:
+    """Human summary of a deploy result (not for --json)."""
+    if out.get("queued"):
+        echo(colour("⏳ ", "yellow") + f"no GPU is free right now: you are number "
+             f"{out.get('position', '?')} in the queue for project {project}")
+        echo("  your container starts as soon as a GPU is free; see it with: container-list --all")
+        return
+    gpus = ", ".join(out.get("gpus") or []) or "none (CPU only)"
+    if out.get("reused"):
+        ok(f"your container for {project} is already running: reusing it ({out.get('name')})")
+    else:
+        ok(f"container {out.get('name')} is running (image {out.get('image')})")
+    echo(f"  GPUs: {gpus}")
+    if out.get("workspace"):
+        echo(f"  workspace: {out['workspace']} → /workspace")
+
+
+def next_steps(project: str) -> None:
+    echo(f"  next: container-run {project}   (a shell)   or   container-retire {project}   (when done)")
+
+
+def finish_background(project: str, out: dict[str, Any], as_json: bool) -> None:
+    """What ``container-deploy``/``project-launch --background`` print after the deploy."""
+    if as_json:
+        print_json(out)
+        return
+    report_deploy(project, out)
+    if not out.get("queued"):
+        next_steps(project)
+
+
+# --------------------------------------------------------------------------- L4 launch, unchanged
+
+
+def unchanged_image(project: str, ws: str) -> str | None:
+    """The project image's name when the Dockerfile and requirements.txt are what this account
+    last built or confirmed (the stamp) and nothing else goes into the image; else None. Unchanged
+    size and mtime settle it without reading the files (like make); otherwise their hash does."""
+    from ds01.names import image_name
+    from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp
+    from ds01.projects.workspace import current_user
+
+    stamp = read_stamp(project)
+    if stamp is None or stamp.get("workspace") != ws:
+        return None
+    name = f"{image_name(current_user()[0], project)}:latest"
+    if stamp.get("covers") and stamp.get("files") and stamp["files"] == file_signature(ws):
+        return name
+    from ds01.projects.launch import client_hash, hash_covers_build
+
+    try:
+        with open(os.path.join(ws, "Dockerfile"), encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        req_p = os.path.join(ws, REQUIREMENTS)
+        req = None
+        if os.path.isfile(req_p):
+            with open(req_p, "rb") as fb:
+                req = fb.read()
+    except OSError:
+        return None
+    if stamp.get("hash") != client_hash(text, req) or not hash_covers_build(text):
+        return None
+    return name
+
+
+def launch_unchanged(project: str, ws: str, *, gpu: dict | None = None, queue: bool = False,
+                     ports: list[int] | None = None, as_json: bool = False) -> dict | None:
+    """Deploy straight away (one daemon call, like container-deploy) when nothing changed since
+    the last build this account ran or confirmed; None when the image must be checked first
+    (or vanished), and then nothing was done or printed."""
+    from ds01.errors import NotFound
+
+    known = unchanged_image(project, ws)
+    if known is None:
+        return None
+    try:
+        out = deploy(project, image=known, gpu=gpu, queue=queue, ports=ports)
+    except NotFound:
+        return None
+    if not as_json:
+        ok(f"image {known} is up to date (nothing changed since the last build)")
+    return out

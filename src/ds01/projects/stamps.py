@@ -1,0 +1,57 @@
+"""The stamp files of ``project-launch`` (see ``ds01.projects.launch`` for what a stamp means).
+
+Standard library and os.path only: the fast path of an unchanged launch reads a stamp and two
+``stat`` results without importing pathlib or dataclasses.
+
+Stamps live in ``$XDG_STATE_HOME/ds01/launch/<project>.json`` (default ``~/.local/state``), never
+in the workspace, so they are not part of the user's git repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+REQUIREMENTS = "requirements.txt"
+
+
+def stamp_dir() -> str:
+    from ds01.projects.workspace import current_user
+
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(current_user()[1], ".local", "state")
+    return os.path.join(base, "ds01", "launch")
+
+
+def read_stamp(project: str) -> dict | None:
+    """The stored stamp as a dict, or None when missing or unreadable (then the daemon is asked)."""
+    try:
+        with open(os.path.join(stamp_dir(), f"{project}.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_stamp(project: str, data: dict) -> None:
+    """Best effort: a stamp that cannot be written only costs a check at the next launch."""
+    d = stamp_dir()
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = os.path.join(d, f".{project}.json.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, os.path.join(d, f"{project}.json"))
+    except OSError:
+        pass
+
+
+def file_signature(workspace: str) -> dict[str, list[int] | None]:
+    """Size and mtime (ns) of the files the hash covers; None for a missing requirements.txt."""
+    out: dict[str, list[int] | None] = {}
+    for name in ("Dockerfile", REQUIREMENTS):
+        try:
+            st = os.stat(os.path.join(workspace, name))
+            out[name] = [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            out[name] = None
+    return out

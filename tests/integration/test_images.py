@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pwd
 import subprocess
+import time
 
 import pytest
 
@@ -69,6 +70,30 @@ def test_noop_rebuild_is_up_to_date(daemon, docker_client, built):
     r = ok(daemon.run("alice", "image-update", built, "--rebuild"))
     assert "up to date" in r.stdout  # decided from the content hash, without a build
     assert docker_client.images.get(image_of("alice", built)).id == before
+
+
+def test_noop_rebuild_from_the_stamp_never_vouches_for_a_change(daemon, docker_client, built):
+    """A rebuild with nothing changed is settled from metadata (no context read); any change to
+    what is sent, even a touch or a chmod, makes the daemon read the context as the user again."""
+    p, ws = built, f"{home('alice')}/workspace/{built}"
+
+    def rebuild() -> dict:
+        return json.loads(ok(daemon.run("alice", "image-update", p, "--rebuild", "--json")).stdout)
+
+    time.sleep(2.2)  # past the racy window of the files image-create just wrote
+    first = rebuild()
+    assert first["up_to_date"] and first["checked"] == "content"  # no stamp yet: read and compared
+    second = rebuild()
+    assert second["up_to_date"] and second["checked"] == "stamp" and second["id"] == first["id"]
+    as_user("alice", "touch", f"{ws}/requirements.txt")  # same content, new mtime: read again
+    assert rebuild()["checked"] == "content"
+    write_as("alice", f"{ws}/notes.txt", "new file in the context\n")
+    time.sleep(2.2)
+    changed = rebuild()
+    assert not changed["up_to_date"] and changed["checked"] is None  # a real build ran
+    as_user("alice", "chmod", "000", f"{ws}/notes.txt")
+    r = daemon.run("alice", "image-update", p, "--rebuild")
+    assert r.returncode == 5 and "notes.txt" in r.stderr  # refused as before, not "up to date"
 
 
 def test_broken_requirement_shows_pip_error_and_keeps_the_old_image(daemon, docker_client, built):

@@ -390,3 +390,39 @@ def test_jupyter_token_port_and_ssh_line(daemon, base_image, clean):  # noqa: F8
     r = ok(daemon.run("alice", "project-launch", p, "--background", "--jupyter"))
     again = re.search(r"open:\s+http://127\.0\.0\.1:(\d+)/lab\?token=(\S+)", r.stdout)
     assert again and again.group(1) == port and again.group(2) != url.group(3) and "reusing" in r.stdout
+
+
+# --------------------------------------------------------------------------- the CLI fast path
+
+
+def test_fast_path_and_click_path_print_the_same(daemon, clean):
+    """The plain forms of the hot verbs run without click (ds01.cli.fast); DS01_NO_FAST=1 sends
+    them through click. Both must do and print exactly the same, errors included."""
+    slow = {"DS01_NO_FAST": "1"}
+    p = tiny_project(daemon)
+    clean.append(("alice", p))
+    ok(daemon.run("alice", "project-launch", p, "--background"))  # builds; records the stamp
+    for verb in ("container-stop", "container-start"):
+        a = ok(daemon.run("alice", verb, p))
+        b = ok(daemon.run("alice", verb, p, env=slow)) if verb == "container-start" else None
+        assert "✓ container " in a.stdout
+        if b is not None:
+            assert b.stdout == a.stdout
+    fast_launch = ok(daemon.run("alice", "project-launch", p, "--background"))
+    slow_launch = ok(daemon.run("alice", "project-launch", p, "--background", env=slow))
+    assert fast_launch.stdout == slow_launch.stdout and "reusing" in fast_launch.stdout
+    fast_deploy = ok(daemon.run("alice", "container-deploy", p, "--background"))
+    assert fast_deploy.stdout == ok(daemon.run("alice", "container-deploy", p, "--background", env=slow)).stdout
+    fast_rb = ok(daemon.run("alice", "image-update", p, "--rebuild"))
+    assert "up to date" in fast_rb.stdout
+    assert fast_rb.stdout == ok(daemon.run("alice", "image-update", p, "--rebuild", env=slow)).stdout
+    ok(daemon.run("alice", "container-remove", p, "--force"))
+    q = unique_project("fast")
+    clean.append(("alice", q))
+    a = ok(daemon.run("alice", "container-create", q, "--image", TEST_IMAGE))  # --image: click path
+    ok(daemon.run("alice", "container-remove", q))
+    b = ok(daemon.run("alice", "container-create", q))  # default image: fast path
+    assert a.stdout.replace(TEST_IMAGE, "IMG") == b.stdout.replace(daemon.config["images"]["default"], "IMG")
+    # refusals read the same too: bob, alice's project, both paths
+    r1, r2 = daemon.run("bob", "container-start", q), daemon.run("bob", "container-start", q, env=slow)
+    assert r1.returncode == r2.returncode == 4 and r1.stderr == r2.stderr and r1.stdout == r2.stdout == ""

@@ -161,3 +161,77 @@ def test_refusals_map_to_errors():
     assert isinstance(refusal_error({"error": "no_dockerfile", "path": "x"}, "p"), NotFound)
     e = refusal_error({"error": "too_big", "bytes": 10**9, "limit": 10**6, "largest": [["data2", 10**9]]}, "p")
     assert isinstance(e, PolicyDenied) and "data2" in (e.hint or "")
+
+
+# --------------------------------------------------------------------------- stat fingerprint
+
+
+def _fp(tmp_path, racy_s: float = 0.0, uid: int | None = None):
+    from ds01.images.context import stat_fingerprint
+
+    return stat_fingerprint(str(tmp_path), str(tmp_path), "proj", os.getuid() if uid is None else uid, racy_s)
+
+
+@pytest.fixture
+def proj(tmp_path):
+    p = tmp_path / "proj"
+    (p / "src").mkdir(parents=True)
+    (p / "Dockerfile").write_text("FROM x\nCOPY . /app\n")
+    (p / "src" / "a.py").write_text("print(1)\n")
+    (p / "data").mkdir()
+    (p / "data" / "big.csv").write_text("1,2\n")
+    (p / "notes.md").write_text("ignored\n")
+    (p / ".dockerignore").write_text("notes.md\n")
+    return p
+
+
+def test_fingerprint_is_stable_for_an_unchanged_context(tmp_path, proj):
+    a = _fp(tmp_path)
+    assert a is not None and a.startswith("sha256:") and _fp(tmp_path) == a
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: (p / "src" / "a.py").write_text("print(2)\n"),           # content (size, mtime, ctime)
+    lambda p: os.chmod(p / "src" / "a.py", 0o600),                     # permissions
+    lambda p: (p / "src" / "b.py").write_text(""),                     # a new file
+    lambda p: (p / "src" / "a.py").unlink(),                           # a removed file
+    lambda p: os.rename(p / "src" / "a.py", p / "src" / "c.py"),       # a rename
+    lambda p: os.symlink("a.py", p / "src" / "link"),                  # a new link
+    lambda p: (p / ".dockerignore").write_text(""),                    # notes.md is now in the context
+    lambda p: os.utime(p / "Dockerfile", ns=(0, 0)),                   # an mtime set back (ctime moves)
+])
+def test_any_change_to_what_is_sent_changes_the_fingerprint(tmp_path, proj, change):
+    before = _fp(tmp_path)
+    change(proj)
+    assert _fp(tmp_path) != before
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: (p / "data" / "big.csv").write_text("3,4,5\n"),          # excluded by default
+    lambda p: (p / "notes.md").write_text("still ignored\n"),          # excluded by .dockerignore
+    lambda p: os.mkfifo(p / "fifo"),                                   # never sent
+])
+def test_changes_outside_the_context_do_not_matter(tmp_path, proj, change):
+    before = _fp(tmp_path)
+    change(proj)
+    assert _fp(tmp_path) == before
+
+
+def test_fingerprint_refuses_to_vouch(tmp_path, proj):
+    assert _fp(tmp_path, racy_s=3600) is None  # files changed "recently": timestamps too coarse to trust
+    assert _fp(tmp_path, uid=os.getuid() + 4242) is None  # not the owner's project
+    os.symlink(proj, tmp_path / "alias")
+    from ds01.images.context import stat_fingerprint
+
+    assert stat_fingerprint(str(proj / "src"), str(tmp_path), "alias", os.getuid(), 0.0) is None  # outside root
+    assert stat_fingerprint(str(tmp_path), str(tmp_path), "missing", os.getuid(), 0.0) is None
+
+
+def test_fingerprint_never_follows_links_out(tmp_path, proj):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    os.symlink(outside, proj / "src" / "ext")
+    before = _fp(tmp_path)
+    (outside / "secret").write_text("changed")
+    assert _fp(tmp_path) == before  # the link itself is recorded, not what it points to

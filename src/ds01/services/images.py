@@ -883,9 +883,13 @@ class ImageService:
 
     def _result(self, plan: BuildPlan, info: ImageInfo, t0: float, cached: bool) -> dict[str, Any]:
         secs = round(time.monotonic() - t0, 2)
+        # how "nothing changed" was established: the stamp (metadata) or the context's content
+        checked = None if not cached else "stamp" if plan.context is None else "content"
         self.ctx.emit("image.build", plan.who, plan.project, data={"id": info.id[:19], "seconds": secs,
-                                                                "up_to_date": cached}, actor=plan.actor)
-        return {**image_view(info, self._used_by(plan.who, info)), "up_to_date": cached, "seconds": secs}
+                                                                "up_to_date": cached, "checked": checked},
+                      actor=plan.actor)
+        return {**image_view(info, self._used_by(plan.who, info)), "up_to_date": cached, "checked": checked,
+                "seconds": secs}
 
     # -- list / delete ---------------------------------------------------------------------
     def _used_by(self, who: Caller, info: ImageInfo) -> list[str]:

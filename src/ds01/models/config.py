@@ -127,6 +127,11 @@ class BuildConfig(Strict):
     max_context: Size = 512 * 1024**2
     timeout: Duration = 3600
     max_concurrent_per_user: int = Field(1, ge=1, le=16)
+    # A rebuild is a no-op without reading the context when the context's metadata (size, mtime,
+    # ctime, inode, mode, owner of every file) equals what the last build saw. Files changed less
+    # than stamp_racy_window ago are never trusted (timestamps are coarse). Raise it for a
+    # workspace filesystem whose clock may lag the host's (NFS); 0 turns the shortcut off.
+    stamp_racy_window: Duration = Field(2, ge=0, le=3600)
 
 
 class DataMount(Strict):

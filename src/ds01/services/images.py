@@ -740,7 +740,8 @@ class ImageService:
             args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
             # Taken *before* the context is read: a change after this point changes the metadata
             # the next rebuild compares with, so a recorded stamp never vouches for newer files.
-            fp = stat_fingerprint(root, base, project, who.uid)
+            window = self.cfg.build.stamp_racy_window
+            fp = stat_fingerprint(root, base, project, who.uid, window) if window > 0 else None
             if fp is not None and not no_cache:
                 try:
                     same = self._unchanged(who, repo, project, fp, args_hash)

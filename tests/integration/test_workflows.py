@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pwd
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -423,6 +424,12 @@ def test_fast_path_and_click_path_print_the_same(daemon, clean):
     ok(daemon.run("alice", "container-remove", q))
     b = ok(daemon.run("alice", "container-create", q))  # default image: fast path
     assert a.stdout.replace(TEST_IMAGE, "IMG") == b.stdout.replace(daemon.config["images"]["default"], "IMG")
+    def same_table(text: str) -> str:  # "4s ago" may tick to "5s ago" between the two runs
+        return re.sub(r"\s+", " ", re.sub(r"\d+[dhms](\d+[dhms])? ago", "T ago", text))
+
+    lists = [same_table(ok(daemon.run("alice", "container-list", *a, env=e)).stdout)
+             for a in ((), ("--all",), ("--json",)) for e in (None, slow)]
+    assert lists[0] == lists[1] and lists[2] == lists[3] and lists[4] == lists[5] and q in lists[2]
     # refusals read the same too: bob, alice's project, both paths
     r1, r2 = daemon.run("bob", "container-start", q), daemon.run("bob", "container-start", q, env=slow)
     assert r1.returncode == r2.returncode == 4 and r1.stderr == r2.stderr and r1.stdout == r2.stdout == ""

@@ -198,6 +198,7 @@ def test_fingerprint_is_stable_for_an_unchanged_context(tmp_path, proj):
     lambda p: os.rename(p / "src" / "a.py", p / "src" / "c.py"),       # a rename
     lambda p: os.symlink("a.py", p / "src" / "link"),                  # a new link
     lambda p: (p / ".dockerignore").write_text(""),                    # notes.md is now in the context
+    lambda p: (p / "notes.md").write_text("ignored, changed\n"),       # superset: safe, if spurious
     lambda p: os.utime(p / "Dockerfile", ns=(0, 0)),                   # an mtime set back (ctime moves)
 ])
 def test_any_change_to_what_is_sent_changes_the_fingerprint(tmp_path, proj, change):
@@ -208,7 +209,6 @@ def test_any_change_to_what_is_sent_changes_the_fingerprint(tmp_path, proj, chan
 
 @pytest.mark.parametrize("change", [
     lambda p: (p / "data" / "big.csv").write_text("3,4,5\n"),          # excluded by default
-    lambda p: (p / "notes.md").write_text("still ignored\n"),          # excluded by .dockerignore
     lambda p: os.mkfifo(p / "fifo"),                                   # never sent
 ])
 def test_changes_outside_the_context_do_not_matter(tmp_path, proj, change):
@@ -225,6 +225,29 @@ def test_fingerprint_refuses_to_vouch(tmp_path, proj):
 
     assert stat_fingerprint(str(proj / "src"), str(tmp_path), "alias", os.getuid(), 0.0) is None  # outside root
     assert stat_fingerprint(str(tmp_path), str(tmp_path), "missing", os.getuid(), 0.0) is None
+
+
+def test_fingerprint_never_compiles_user_patterns_and_refuses_reinclusion(tmp_path, proj, monkeypatch):
+    import ds01.images.context as c
+
+    seen = []
+    monkeypatch.setattr(c, "parse_patterns", lambda lines: seen.append(lines) or [])
+    assert _fp(tmp_path) is not None and seen == []  # only the precompiled defaults are used
+    (proj / ".dockerignore").write_text("*\n!data/keep.csv\n")  # re-includes from a default-excluded dir
+    assert _fp(tmp_path) is None
+
+
+def test_fingerprint_is_bounded(tmp_path, proj, monkeypatch):
+    import ds01.images.context as c
+
+    monkeypatch.setattr(c, "FP_MAX_ENTRIES", 3)
+    assert _fp(tmp_path) is None
+    monkeypatch.setattr(c, "FP_MAX_ENTRIES", 1000)
+    deep = proj / "src"
+    for i in range(c.FP_MAX_DEPTH + 2):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    assert _fp(tmp_path) is None
 
 
 def test_fingerprint_never_follows_links_out(tmp_path, proj):

@@ -6,7 +6,7 @@ their plain forms are recognised here and run straight from :mod:`ds01.cli.verbs
 bodies the click commands call.
 
 The rule that keeps this safe: the fast path only *accepts*. Its grammar per verb is one
-positional PROJECT plus a few boolean flags that the click command also has (a unit test checks
+positional PROJECT (none for ``container-list``) plus a few boolean flags that the click command also has (a unit test checks
 that against the click definitions). Anything else (``--help``, another option, a value, a
 second positional, ``--``) returns None and the command goes through click, which owns help,
 usage errors and every other option. ``project-launch`` takes the fast path only when nothing
@@ -27,10 +27,12 @@ FLAGS: dict[str, frozenset[str]] = {
     "container-start": frozenset({"--json"}),
     "container-stop": frozenset({"--json"}),
     "container-remove": frozenset({"--force", "--json"}),
+    "container-list": frozenset({"--all", "--json"}),  # no PROJECT
     "container-deploy": frozenset({"--background", "--json"}),
     "project-launch": frozenset({"--background", "--json"}),
     "image-update": frozenset({"--rebuild", "--json"}),  # only with --rebuild (see _run)
 }
+NO_PROJECT = frozenset({"container-list"})
 
 
 def parse(name: str, args: list[str]) -> tuple[str, frozenset[str]] | None:
@@ -43,13 +45,13 @@ def parse(name: str, args: list[str]) -> tuple[str, frozenset[str]] | None:
     for a in args:
         if a in allowed:
             flags.add(a)
-        elif a.startswith("-") or project is not None:
+        elif a.startswith("-") or project is not None or name in NO_PROJECT:
             return None
         else:
             project = a
-    if not project:
+    if not project and name not in NO_PROJECT:
         return None
-    return project, frozenset(flags)
+    return project or "", frozenset(flags)
 
 
 def _opens_shell(flags: frozenset[str]) -> bool:
@@ -64,7 +66,9 @@ def _run(name: str, project: str, flags: frozenset[str]) -> bool:
     from ds01.cli import verbs
 
     as_json = "--json" in flags
-    if name == "container-create":
+    if name == "container-list":
+        verbs.list_containers(show_all="--all" in flags, as_json=as_json)
+    elif name == "container-create":
         verbs.create(project, cpu_only="--cpu-only" in flags, as_json=as_json)
     elif name in ("container-start", "container-stop", "container-remove"):
         verb = name.split("-", 1)[1]

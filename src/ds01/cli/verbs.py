@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from ds01.cli.output import colour, echo, ok, print_json
+from ds01.cli.output import ago, colour, echo, ok, print_json, table
 
 
 def client():
@@ -66,6 +66,20 @@ def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
     else:
         ok(DONE[name].format(**out))
     return out
+
+
+def list_containers(*, show_all: bool = False, all_users: bool = False, user: str | None = None,
+                    as_json: bool = False) -> None:
+    rows = client().call("GET", "/v1/containers",
+                         params={"all_users": all_users, "user": user, "running": not show_all})
+    if as_json:
+        return print_json(rows)
+    cols = ["project", "status", "image", "gpus", "created", "name"]
+    if all_users or user:
+        cols.insert(0, "user")
+    table(cols, ([r["user"]] * bool(all_users or user) + [
+        r["project"], r["status"], r["image"], ",".join(r["gpus"]) or "-", ago(r["created_at"]), r["name"]]
+        for r in rows), empty="no containers" + ("" if show_all else " running (--all shows stopped ones)"))
 
 
 # --------------------------------------------------------------------------- L3 deploy

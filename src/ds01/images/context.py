@@ -317,32 +317,41 @@ def child_main(argv: list[str]) -> int:
 # ``racy_s`` seconds (timestamps are coarse: an edit within the same tick would keep them) gives
 # None, and the full read as the user decides, as before.
 
-FP_MAX_ENTRIES = 100_000
+_DEFAULT_PATTERNS = parse_patterns(DEFAULT_EXCLUDES)  # fixed, so safe to match as root
+FP_MAX_ENTRIES = 20_000  # more: the full read decides (a context that big is read anyway)
+FP_MAX_DEPTH = 64
 
 
 class _NoVouch(Exception):
     pass
 
 
-def _root_ignore_lines(dirfd: int, uid: int) -> list[str]:
+def _check_root_ignore(dirfd: int, uid: int) -> None:
+    """The user's ``.dockerignore`` is never compiled as root (a crafted glob can make a regex
+    backtrack for minutes, and the daemon must not stall): the walk covers everything outside
+    the default excludes, a superset of what is sent, and ``.dockerignore`` itself is part of it.
+    That is exact unless a ``!`` line re-includes something from a default-excluded folder:
+    then no vouching."""
     try:
         fd = os.open(".dockerignore", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
     except FileNotFoundError:
-        return []
+        return
     except OSError:
         raise _NoVouch from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        # only the user's own plain file (not a hard link to something else) is read as patterns
+        # only the user's own plain file (not a hard link to something else) is looked at
         if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_nlink != 1 or st.st_size > 1024 * 1024:
             raise _NoVouch
-        return f.read(1024 * 1024).decode("utf-8", "replace").splitlines()
+        if any(line.lstrip().startswith(b"!") for line in f.read(1024 * 1024).splitlines()):
+            raise _NoVouch
 
 
 def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s: float = 2.0) -> str | None:
-    """``sha256:…`` over the metadata of exactly the entries :func:`scan` would send, or None
-    when it cannot vouch for them (see above). Runs as root in the daemon; reads no file content
-    except the user's own ``.dockerignore``."""
+    """``sha256:…`` over the metadata of every entry outside :data:`DEFAULT_EXCLUDES` (a superset
+    of what :func:`scan` sends, see :func:`_check_root_ignore`), or None when it cannot vouch for
+    them (see above). Runs as root in the daemon; bounded (entries, depth); reads no file content
+    except a scan of the user's own ``.dockerignore`` for ``!`` lines."""
     import time
 
     start = time.time_ns()
@@ -358,7 +367,9 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
     h = hashlib.sha256()
     count = [0]
 
-    def walk(dirfd: int, rel_dir: str, patterns: list[Pattern]) -> None:
+    def walk(dirfd: int, rel_dir: str, patterns: list[Pattern], depth: int = 0) -> None:
+        if depth > FP_MAX_DEPTH:
+            raise _NoVouch
         with os.scandir(dirfd) as it:
             items = sorted(it, key=lambda e: e.name)
         for de in items:
@@ -375,7 +386,7 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
                     h.update(f"d\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\n".encode("utf-8", "surrogateescape"))
                 sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
                 try:
-                    walk(sub, rel, patterns)
+                    walk(sub, rel, patterns, depth + 1)
                 finally:
                     os.close(sub)
                 continue
@@ -391,8 +402,9 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
         st = os.fstat(fd)
         if st.st_uid != uid:
             return None
-        walk(fd, "", parse_patterns(list(DEFAULT_EXCLUDES) + _root_ignore_lines(fd, uid)))
-    except (_NoVouch, OSError, RecursionError):
+        _check_root_ignore(fd, uid)
+        walk(fd, "", _DEFAULT_PATTERNS)
+    except (_NoVouch, OSError):
         return None
     finally:
         os.close(fd)

@@ -6,7 +6,7 @@ import click
 
 from ds01.cli import verbs
 from ds01.cli.lazy import Client
-from ds01.cli.output import ago, print_json, table
+from ds01.cli.output import print_json, table
 
 
 
@@ -113,16 +113,7 @@ def list_(show_all: bool, all_users: bool, user: str | None, as_json: bool) -> N
       container-list --all
       container-list --json
     """
-    rows = Client().call("GET", "/v1/containers",
-                         params={"all_users": all_users, "user": user, "running": not show_all})
-    if as_json:
-        return print_json(rows)
-    cols = ["project", "status", "image", "gpus", "created", "name"]
-    if all_users or user:
-        cols.insert(0, "user")
-    table(cols, ([r["user"]] * bool(all_users or user) + [
-        r["project"], r["status"], r["image"], ",".join(r["gpus"]) or "-", ago(r["created_at"]), r["name"]]
-        for r in rows), empty="no containers" + ("" if show_all else " running (--all shows stopped ones)"))
+    verbs.list_containers(show_all=show_all, all_users=all_users, user=user, as_json=as_json)
 
 
 @click.command()

@@ -97,6 +97,12 @@ def test_help_and_other_options_go_to_click():
     assert r.returncode == 2 and "--gpus" in r.stderr  # click's usage error, not the fast path's
 
 
+def test_shell_completion_and_no_fast_go_to_click():
+    assert _run_entry("container-list", env={"_CONTAINER_LIST_COMPLETE": "bash_source"}).stderr.strip().endswith(
+        "CLICK:True")
+    assert _run_entry("container-start", "demo", env={"DS01_NO_FAST": "0"}).stderr.strip().endswith("CLICK:False")
+
+
 def test_umbrella_command_uses_the_fast_path_too(monkeypatch):
     code = ("import sys\nsys.argv = ['ds01', 'container', 'start', 'demo']\nfrom ds01.cli.main import main\n"
             "try:\n    main()\nfinally:\n    sys.stderr.write('CLICK:%s\\n' % ('click' in sys.modules))\n")

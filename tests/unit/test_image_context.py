@@ -235,6 +235,20 @@ def test_fingerprint_never_compiles_user_patterns_and_refuses_reinclusion(tmp_pa
     assert _fp(tmp_path) is not None and seen == []  # only the precompiled defaults are used
     (proj / ".dockerignore").write_text("*\n!data/keep.csv\n")  # re-includes from a default-excluded dir
     assert _fp(tmp_path) is None
+    for text in ("foo\x0c!data/x\n", "\u3000!models/y\n", "a\xa0!logs/z"):  # however the reader splits lines
+        (proj / ".dockerignore").write_text(text)
+        assert _fp(tmp_path) is None, repr(text)
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: os.symlink("notes.md", p / ".dockerignore"),
+    lambda p: os.link(p / "notes.md", p / ".dockerignore"),  # a hard link: could be anything's
+    lambda p: os.mkfifo(p / ".dockerignore"),
+])
+def test_fingerprint_opens_only_a_plain_own_dockerignore(tmp_path, proj, make):
+    (proj / ".dockerignore").unlink()
+    make(proj)
+    assert _fp(tmp_path) is None
 
 
 def test_fingerprint_is_bounded(tmp_path, proj, monkeypatch):

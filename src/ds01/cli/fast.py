@@ -13,7 +13,8 @@ usage errors and every other option. ``project-launch`` takes the fast path only
 changed since the last build; otherwise it too falls back, having done and printed nothing.
 ``image-update`` only for ``--rebuild`` (no edits to make: straight to the daemon's build).
 
-``DS01_NO_FAST=1`` turns the fast path off (tests compare both paths with it).
+``DS01_NO_FAST=1`` turns the fast path off (tests compare both paths with it); so does click's
+shell completion (``_<PROG>_COMPLETE``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,10 @@ def _run(name: str, project: str, flags: frozenset[str]) -> bool:
 
 def try_run(name: str, args: list[str]) -> int | None:
     """The exit code when the fast path ran the command; None when click must."""
-    if os.environ.get("DS01_NO_FAST"):
+    if os.environ.get("DS01_NO_FAST", "0") not in ("", "0"):
         return None
+    if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return None  # click's shell completion asking
     parsed = parse(name, args)
     if parsed is None:
         return None
@@ -128,6 +131,11 @@ def try_run(name: str, args: list[str]) -> int | None:
 
         report_error(e)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # as click: a newline, "aborted", 130
+        sys.stderr.write("\naborted\n")
         return 130
+    except BrokenPipeError:  # as click: e.g. '| head' closed the pipe; quiet, exit 1
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0 if done else None

@@ -333,18 +333,44 @@ def _check_root_ignore(dirfd: int, uid: int) -> None:
     That is exact unless a ``!`` line re-includes something from a default-excluded folder:
     then no vouching."""
     try:
-        fd = os.open(".dockerignore", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+        pre = os.stat(".dockerignore", dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
         return
     except OSError:
         raise _NoVouch from None
+    # only the user's own plain file (not a hard link to something else) is ever opened
+    if not stat.S_ISREG(pre.st_mode) or pre.st_uid != uid or pre.st_nlink != 1 or pre.st_size > 1024 * 1024:
+        raise _NoVouch
+    try:
+        fd = os.open(".dockerignore", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        raise _NoVouch from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        # only the user's own plain file (not a hard link to something else) is looked at
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_nlink != 1 or st.st_size > 1024 * 1024:
+        if (st.st_dev, st.st_ino) != (pre.st_dev, pre.st_ino):
             raise _NoVouch
-        if any(line.lstrip().startswith(b"!") for line in f.read(1024 * 1024).splitlines()):
+        # Any "!" at all, not just at a line start: line splitting and whitespace here need not
+        # match the reader's (form feeds, Unicode spaces), and being stricter is always safe.
+        if b"!" in f.read(1024 * 1024 + 1):
             raise _NoVouch
+
+
+def _mounts_below(path: str) -> bool:
+    """Is anything mounted inside ``path``? (a FUSE mount a user made could hang root's stat)"""
+    prefix = path.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(" ")
+                if len(fields) <= 4:
+                    continue
+                # mount points are octal-escaped (\\040 for a space, …)
+                mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if mp.startswith(prefix):
+                    return True
+    except OSError:
+        return True
+    return False
 
 
 def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s: float = 2.0) -> str | None:
@@ -359,7 +385,7 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
     try:
         real_root = os.path.realpath(trust_root)
         real = os.path.realpath(os.path.join(base, project))
-        if not _inside(real, real_root):
+        if not _inside(real, real_root) or _mounts_below(real):
             return None
         fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -370,15 +396,20 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
     def walk(dirfd: int, rel_dir: str, patterns: list[Pattern], depth: int = 0) -> None:
         if depth > FP_MAX_DEPTH:
             raise _NoVouch
+        items = []
         with os.scandir(dirfd) as it:
-            items = sorted(it, key=lambda e: e.name)
+            for de in it:  # counted while listing: a directory of millions never sits in memory
+                count[0] += 1
+                if count[0] > FP_MAX_ENTRIES:
+                    raise _NoVouch
+                items.append(de)
+        items.sort(key=lambda e: e.name)
         for de in items:
-            count[0] += 1
-            if count[0] > FP_MAX_ENTRIES:
-                raise _NoVouch
             rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
             excluded = is_excluded(rel, patterns) and rel != DOCKERFILE
             st = de.stat(follow_symlinks=False)
+            if st.st_dev != dev:
+                raise _NoVouch  # another filesystem mounted in the project
             if stat.S_ISDIR(st.st_mode):
                 if excluded and not may_reinclude_below(rel, patterns):
                     continue
@@ -402,6 +433,7 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
         st = os.fstat(fd)
         if st.st_uid != uid:
             return None
+        dev = st.st_dev
         _check_root_ignore(fd, uid)
         walk(fd, "", _DEFAULT_PATTERNS)
     except (_NoVouch, OSError):

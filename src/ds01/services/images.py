@@ -486,6 +486,28 @@ class BuildPlan:
     args_hash: str = ""
 
 
+_CODE_ID: bytes | None = None
+
+
+def _code_id() -> bytes:
+    """Identifies the code that checks, rewrites and reads a build (this module, the context
+    reader, the reference normaliser): a build stamp from other code vouches for nothing."""
+    global _CODE_ID
+    if _CODE_ID is None:
+        from ds01 import __version__
+        from ds01.images import catalog, context
+
+        h = hashlib.sha256(__version__.encode())
+        for mod_file in (__file__, context.__file__, catalog.__file__):
+            try:
+                with open(mod_file, "rb") as f:
+                    h.update(f.read())
+            except OSError:
+                h.update(os.urandom(16))  # unknown code: stamps never match
+        _CODE_ID = h.digest()
+    return _CODE_ID
+
+
 class ImageService:
     """One instance per daemon (it holds the per-user build counters)."""
 
@@ -737,7 +759,7 @@ class ImageService:
         try:
             base, root = base_for(self.cfg.containers.workspace_base, who)
             args = self._buildargs()
-            args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
+            args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode() + _code_id()).hexdigest()
             # Taken *before* the context is read: a change after this point changes the metadata
             # the next rebuild compares with, so a recorded stamp never vouches for newer files.
             window = self.cfg.build.stamp_racy_window
@@ -834,7 +856,8 @@ class ImageService:
                     pass
             info = self.rt.image_inspect(f"{plan.repo}:{TAG}")
             assert info is not None
-            self._stamp(plan, info.id)
+            if info.id == new_id:  # not if a concurrent build of the project took the tag meanwhile
+                self._stamp(plan, info.id)
             yield {"result": self._result(plan, info, t0, cached=False)}
         finally:
             if plan.context is not None:

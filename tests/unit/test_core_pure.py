@@ -177,6 +177,27 @@ def test_events_are_bounded_and_pruned(tmp_path):
     assert store.prune_events(before=100) == 1 and store.events() == []
 
 
+def test_a_release_from_an_old_snapshot_keeps_devices_taken_back_since(tmp_path):
+    """The hold-after-stop release reads the stopped containers, then releases; a restart in
+    between takes the devices back, and that new allocation must survive the release."""
+    from ds01.state.db import ContainerRecord, Store
+
+    store = Store(tmp_path / "s.db")
+    rid = store.insert_container(uid=1, user="u", project="p", docker_name="d", image="i", status="exited",
+                                 created_at=0.0, gpus=["GPU-1"])
+    rec = ContainerRecord(id=rid, uid=1, user="u", project="p", docker_id=None, docker_name="d", image="i",
+                          status="exited", created_at=0.0)
+    with store.transaction() as conn:
+        store.allocate(conn, rec, {"GPU-1": 1.0}, now=1.0)  # held from create (t=1); stopped at t=10
+    stopped_at = 10.0
+    assert store.release(rid, 15.0, "hold after stop expired", started_before=stopped_at) == 1
+    with store.transaction() as conn:
+        store.allocate(conn, rec, {"GPU-1": 1.0}, now=20.0)  # restarted: taken back at t=20
+    # a second pass from a snapshot taken before the restart (still "exited", stopped at t=10)
+    assert store.release(rid, 21.0, "hold after stop expired", started_before=stopped_at) == 0
+    assert store.held_devices() == {"GPU-1": 1}
+
+
 def test_cli_and_daemon_agree_on_the_socket_path(monkeypatch):
     from ds01.client.http import socket_path_from_env
     from ds01.paths import Paths

@@ -182,7 +182,9 @@ class GpuService:
             except DS01Error:
                 continue
             if now - rec.stopped_at >= lim.gpu_hold_after_stop:
-                n = self.ctx.store.release(rec.id, now, "hold after stop expired")
+                # Only what was held when it stopped: if it was restarted since this snapshot, the
+                # devices it took back (allocations newer than the stop) stay with it.
+                n = self.ctx.store.release(rec.id, now, "hold after stop expired", started_before=rec.stopped_at)
                 if n:
                     released += n
                     self.ctx.events.emit("gpu.release", user=rec.user, uid=rec.uid, target=rec.project,

@@ -303,12 +303,19 @@ class Store:
                 "INSERT INTO allocations (container, uid, user, project, device, equivalents, start)"
                 " VALUES (?,?,?,?,?,?,?)", (rec.id, rec.uid, rec.user, rec.project, uuid, eq, now))
 
-    def release(self, container: int, now: float, reason: str, conn: sqlite3.Connection | None = None) -> int:
+    def release(self, container: int, now: float, reason: str, conn: sqlite3.Connection | None = None,
+                started_before: float | None = None) -> int:
+        """End the container's open allocations; with ``started_before``, only those that began
+        by then (so a release decided from an old snapshot never ends devices taken since)."""
         sql = "UPDATE allocations SET end=?, end_reason=? WHERE container=? AND end IS NULL"
+        args: tuple = (now, reason, container)
+        if started_before is not None:
+            sql += " AND start <= ?"
+            args += (started_before,)
         if conn is not None:
-            return conn.execute(sql, (now, reason, container)).rowcount
+            return conn.execute(sql, args).rowcount
         with self._lock:
-            return self._conn.execute(sql, (now, reason, container)).rowcount
+            return self._conn.execute(sql, args).rowcount
 
     def allocation_history(self, since: float) -> list[dict[str, Any]]:
         rows = self.query("SELECT * FROM allocations WHERE end IS NULL OR end >= ? ORDER BY id", (since,))

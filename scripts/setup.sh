@@ -12,12 +12,14 @@ bash "$REPO/scripts/host-prepare.sh"
 export PATH="$VENV/bin:$PATH"
 
 # 1. the daemon (systemd when the host has it, else a background process)
-if "$VENV/bin/python" - <<'PY' 2>/dev/null
+daemon_up() {  # a socket that accepts (a file left by a crashed daemon does not count)
+  "$VENV/bin/python" - <<'PY' 2>/dev/null
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.settimeout(2)
 s.connect("/run/ds01/ds01.sock")
 PY
-then
+}
+if daemon_up; then
   log "ds01d is already running"
 elif [ -d /run/systemd/system ]; then
   install -m 0644 "$REPO/deploy/ds01d.service" /etc/systemd/system/ds01d.service
@@ -28,8 +30,8 @@ else
   nohup "$VENV/bin/ds01d" >>/var/log/ds01/ds01d.log 2>&1 &
   echo $! > /run/ds01d.pid
 fi
-for _ in $(seq 1 50); do [ -S /run/ds01/ds01.sock ] && break; sleep 0.2; done
-[ -S /run/ds01/ds01.sock ] || { echo "ds01d did not start:" >&2; tail -20 /var/log/ds01/ds01d.log >&2; exit 1; }
+for _ in $(seq 1 100); do daemon_up && break; sleep 0.2; done
+daemon_up || { echo "ds01d did not start:" >&2; tail -20 /var/log/ds01/ds01d.log >&2; exit 1; }
 
 # 2. the base image, built locally (no registry needed)
 log "base image (debootstrap + python3, built locally; a few minutes the first time)"

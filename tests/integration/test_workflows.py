@@ -196,6 +196,8 @@ def test_launch_change_detection_reuse_and_retire(daemon, docker_client, clean):
     assert "requirements.txt changed" in r.stdout and "built " + image in r.stdout
     assert "retired the old container" in r.stdout
     assert docker_client.images.get(image).id != first_id
+    # the previous image, kept while that container ran, went with it (no leaked images on disk)
+    assert first_id not in {i.id for i in docker_client.images.list(all=True)}
     c = [c for c in daemon.containers(docker_client) if c.labels["ds01.project"] == p]
     assert len(c) == 1 and c[0].image.id == docker_client.images.get(image).id
 

@@ -356,6 +356,11 @@ class ContainerService:
                    actor=actor)
         if released and self.on_release:
             self.on_release()
+        if self.images is not None:
+            try:  # the image this container kept alive after a rebuild, if any
+                self.images.prune_superseded(rec.uid)
+            except Exception:  # housekeeping must never fail a remove
+                log.exception("could not prune superseded images of uid %s", rec.uid)
         return record_view(rec)
 
     # -- L3: orchestrators (composed from the L2 verbs above) ------------------------------

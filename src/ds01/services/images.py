@@ -852,8 +852,8 @@ class ImageService:
             if old is not None and old.id != new_id and self._owned(old, plan.who):
                 try:  # the superseded image; kept while a container still uses it
                     self.rt.image_remove(old.id)
-                except DS01Error:
-                    pass
+                except DS01Error:  # removed with the last container using it (prune_superseded)
+                    self.ctx.store.add_superseded(plan.who.uid, old.id)
             info = self.rt.image_inspect(f"{plan.repo}:{TAG}")
             assert info is not None
             if info.id == new_id:  # not if a concurrent build of the project took the tag meanwhile
@@ -916,6 +916,25 @@ class ImageService:
                 "seconds": secs}
 
     # -- list / delete ---------------------------------------------------------------------
+    def prune_superseded(self, uid: int) -> int:
+        """Remove the user's project images that lost their tag to a rebuild while a container
+        still used them (``run_build`` records those) and that no container uses any more.
+        Without this, every rebuild under a running container would leave a whole image behind
+        on the shared disk. Only recorded ids are touched, never an image a build in flight just
+        made; one that is tagged again (an identical rebuild) is forgotten, not removed."""
+        removed = 0
+        for image_id in self.ctx.store.superseded_images(uid):
+            info = self.rt.image_inspect(image_id)
+            if info is None or info.tags:
+                self.ctx.store.forget_superseded(image_id)
+                continue
+            try:
+                removed += bool(self.rt.image_remove(image_id))
+                self.ctx.store.forget_superseded(image_id)
+            except DS01Error:  # still in use (Conflict), or the engine refused: try next time
+                pass
+        return removed
+
     def _used_by(self, who: Caller, info: ImageInfo) -> list[str]:
         names = set(info.tags) | {t.rsplit(":", 1)[0] for t in info.tags if t.endswith(f":{TAG}")} | {info.id}
         try:

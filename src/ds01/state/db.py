@@ -126,6 +126,14 @@ CREATE TABLE IF NOT EXISTS build_stamps (
     at           REAL NOT NULL,
     PRIMARY KEY (uid, project)
 );
+
+-- project images a rebuild replaced while a container still used them: removed when the last
+-- such container goes (services.images.ImageService.prune_superseded)
+CREATE TABLE IF NOT EXISTS superseded_images (
+    image_id  TEXT PRIMARY KEY,
+    uid       INTEGER NOT NULL,
+    at        REAL NOT NULL
+);
 """
 
 LIVE = ("creating", "created", "running", "exited")
@@ -229,6 +237,17 @@ class Store:
 
     def clear_build_stamp(self, uid: int, project: str) -> None:
         self.execute("DELETE FROM build_stamps WHERE uid=? AND project=?", (uid, project))
+
+    def add_superseded(self, uid: int, image_id: str) -> None:
+        self.execute("INSERT OR REPLACE INTO superseded_images (image_id, uid, at) VALUES (?,?,?)",
+                     (image_id, uid, time.time()))
+
+    def superseded_images(self, uid: int) -> list[str]:
+        return [r["image_id"] for r in self.query("SELECT image_id FROM superseded_images WHERE uid=? ORDER BY at",
+                                                  (uid,))]
+
+    def forget_superseded(self, image_id: str) -> None:
+        self.execute("DELETE FROM superseded_images WHERE image_id=?", (image_id,))
 
     # -- containers ------------------------------------------------------------------------
     def live_container(self, uid: int, project: str) -> ContainerRecord | None:

@@ -216,7 +216,7 @@ def test_help_never_imports_docker_nvml_or_pydantic():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom ds01.cli.main import cli\n"
+    code = ("import sys\nfrom ds01.cli.app import cli\n"
             "try:\n    cli.main(['container-list', '--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "bad = [m for m in ('docker', 'pynvml', 'pydantic', 'aiohttp', 'rich', 'http.client')"

@@ -118,7 +118,7 @@ def test_base_image_with_onbuild_is_refused():
     svc = _svc({"ds01/base:latest": _img(["ds01/base:latest"], onbuild=["COPY --from=" + BOB + " /s /s"])})
     refs = check_dockerfile("FROM ds01/base:latest\n").refs
     with pytest.raises(PolicyDenied, match="ONBUILD"):
-        svc._check_refs(ALICE, refs)
+        svc._check_refs(ALICE, list(refs.external))
 
 
 # --------------------------------------------------------------------------- 1b: the parser

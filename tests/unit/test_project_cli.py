@@ -110,7 +110,7 @@ def test_invalid_project_names_are_refused(ws, cmd, bad):
 def test_error_exit_code_and_hint_through_main(ws, capsys, monkeypatch):
     import sys
 
-    from ds01.cli.main import _run
+    from ds01.cli.app import _run
 
     monkeypatch.setattr(sys, "argv", ["dir-create", "../x"])
     with pytest.raises(SystemExit) as ei:

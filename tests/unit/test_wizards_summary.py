@@ -65,13 +65,13 @@ def test_gpu_request_allows_one_kind_only():
 
 
 def test_should_open_defaults(monkeypatch):
-    from ds01.cli.commands import workflows
+    from ds01.cli import verbs
 
-    monkeypatch.setattr(workflows, "is_tty", lambda: True)
-    assert workflows.should_open(None, False) and not workflows.should_open(None, True)
-    assert not workflows.should_open(False, False) and workflows.should_open(True, True)
-    monkeypatch.setattr(workflows, "is_tty", lambda: False)
-    assert not workflows.should_open(None, False)
+    monkeypatch.setattr(verbs, "is_tty", lambda: True)
+    assert verbs.should_open(None, False) and not verbs.should_open(None, True)
+    assert not verbs.should_open(False, False) and verbs.should_open(True, True)
+    monkeypatch.setattr(verbs, "is_tty", lambda: False)
+    assert not verbs.should_open(None, False)
 
 
 def test_project_launch_without_dockerfile_says_project_init(tmp_path, monkeypatch):

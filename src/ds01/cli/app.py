@@ -71,7 +71,9 @@ def _run(cmd: click.Command, prog: str) -> None:
     try:
         rv = cmd.main(prog_name=prog, standalone_mode=False)
     except DS01Error as e:
-        _report(e)
+        from ds01.cli.output import report_error
+
+        report_error(e)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -82,12 +84,6 @@ def _run(cmd: click.Command, prog: str) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _report(e) -> None:
-    from ds01.cli.output import report_error
-
-    report_error(e)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import re
 import sys
 
 from ds01.cli.output import colour, echo, ok, print_json
-from ds01.cli.verbs import client, q
+from ds01.cli.lazy import Client, q
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -79,7 +79,7 @@ def build(project: str, *, no_cache: bool = False, user: str | None = None, as_j
     progress = None if as_json else Progress()
     result: dict = {}
     try:
-        for item in client().stream("POST", f"/v1/images/{q(project)}/build", {"no_cache": no_cache, "user": user}):
+        for item in Client().stream("POST", f"/v1/images/{q(project)}/build", {"no_cache": no_cache, "user": user}):
             if "stream" in item and progress:
                 progress.feed(str(item["stream"]))
             elif "result" in item:

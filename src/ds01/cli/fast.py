@@ -6,8 +6,8 @@ their plain forms are recognised here and run straight from :mod:`ds01.cli.verbs
 bodies the click commands call.
 
 The rule that keeps this safe: the fast path only *accepts*. Its grammar per verb is one
-positional PROJECT (none for ``container-list``) plus a few boolean flags that the click command also has (a unit test checks
-that against the click definitions). Anything else (``--help``, another option, a value, a
+positional PROJECT (none for ``container-list``) plus a few boolean flags that the click command
+also has (a unit test checks that against the click definitions). Anything else (``--help``, another option, a value, a
 second positional, ``--``) returns None and the command goes through click, which owns help,
 usage errors and every other option. ``project-launch`` takes the fast path only when nothing
 changed since the last build; otherwise it too falls back, having done and printed nothing.
@@ -55,36 +55,25 @@ def parse(name: str, args: list[str]) -> tuple[str, frozenset[str]] | None:
     return project or "", frozenset(flags)
 
 
-def _opens_shell(flags: frozenset[str]) -> bool:
-    """Would deploy/launch open a shell? (the default on a terminal): that path stays in click."""
-    if "--background" in flags or "--json" in flags:
-        return False
-    return sys.stdin.isatty() and sys.stdout.isatty()
-
-
 def _run(name: str, project: str, flags: frozenset[str]) -> bool:
     """Run the verb; False when it turns out to need the full path (nothing was done then)."""
     from ds01.cli import verbs
 
     as_json = "--json" in flags
+    # deploy/launch open a shell unless --background (or --json), by default on a terminal
+    opens_shell = verbs.should_open(False if "--background" in flags else None, as_json)
     if name == "container-list":
         verbs.list_containers(show_all="--all" in flags, as_json=as_json)
     elif name == "container-create":
         verbs.create(project, cpu_only="--cpu-only" in flags, as_json=as_json)
     elif name in ("container-start", "container-stop", "container-remove"):
-        verb = name.split("-", 1)[1]
-        body: dict = {"user": None}
-        if verb == "stop":
-            body["timeout"] = None
-        if verb == "remove":
-            body["force"] = "--force" in flags
-        verbs.verb(verb, project, body, as_json)
+        verbs.verb(name.split("-", 1)[1], project, {"force": True} if "--force" in flags else {}, as_json)
     elif name == "container-deploy":
-        if _opens_shell(flags):
+        if opens_shell:  # that path stays in click
             return False
         verbs.finish_background(project, verbs.deploy(project), as_json)
     elif name == "project-launch":
-        if _opens_shell(flags):
+        if opens_shell:
             return False
         from ds01.projects.workspace import workspace_path
 

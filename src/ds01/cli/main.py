@@ -49,12 +49,3 @@ def _entry(name: str):
 # One console script per command (see pyproject [project.scripts]).
 for _name in COMMANDS:
     globals()[_name.replace("-", "_")] = _entry(_name)
-
-
-def __getattr__(attr: str):
-    # ``cli`` (the click group) and ``_run`` live in ds01.cli.app; loaded only when asked for.
-    if attr in ("cli", "_run"):
-        from ds01.cli import app
-
-        return getattr(app, attr)
-    raise AttributeError(attr)

@@ -8,24 +8,15 @@ two paths cannot print different things.
 from __future__ import annotations
 
 import os
+import sys
+
 # typing is only for annotations (strings here): importing it costs every CLI start ~5 ms
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+from ds01.cli.lazy import Client, q
 from ds01.cli.output import ago, colour, echo, ok, print_json, table
-
-
-def client():
-    from ds01.client.http import Client
-
-    return Client()
-
-
-def q(segment: str) -> str:
-    from ds01.client.http import q as _q
-
-    return _q(segment)
 
 
 # --------------------------------------------------------------------------- L2 containers
@@ -39,7 +30,7 @@ def print_queued(out: dict) -> None:
 
 def create(project: str, *, image: str | None = None, cpu_only: bool = False, gpu: dict | None = None,
            user: str | None = None, as_json: bool = False) -> None:
-    out = client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
+    out = Client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
                                                     "user": user, **(gpu or {})})
     if as_json:
         return print_json(out)
@@ -59,8 +50,10 @@ DONE = {
 
 
 def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
-    """``container-{start,stop,remove}``: one call, one line."""
-    out = client().call("POST", f"/v1/containers/{q(project)}/{name}", body)
+    """``container-{start,stop,remove}``: one call, one line. Options left at None are not sent
+    (the daemon's defaults are the same)."""
+    out = Client().call("POST", f"/v1/containers/{q(project)}/{name}",
+                        {k: v for k, v in body.items() if v is not None})
     if as_json:
         print_json(out)
     else:
@@ -70,7 +63,7 @@ def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
 
 def list_containers(*, show_all: bool = False, all_users: bool = False, user: str | None = None,
                     as_json: bool = False) -> None:
-    rows = client().call("GET", "/v1/containers",
+    rows = Client().call("GET", "/v1/containers",
                          params={"all_users": all_users, "user": user, "running": not show_all})
     if as_json:
         return print_json(rows)
@@ -96,7 +89,7 @@ def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None
         body["queue"] = True
     if ports:
         body["ports"] = ports
-    return client().call("POST", "/v1/containers/deploy", body)
+    return Client().call("POST", "/v1/containers/deploy", body)
 
 
 def report_deploy(project: str, out: dict[str, Any]) -> None:
@@ -114,6 +107,17 @@ def report_deploy(project: str, out: dict[str, Any]) -> None:
     echo(f"  GPUs: {gpus}")
     if out.get("workspace"):
         echo(f"  workspace: {out['workspace']} → /workspace")
+
+
+def is_tty() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def should_open(open_: bool | None, as_json: bool) -> bool:
+    """``--open``/``--background`` when given; otherwise open only on a terminal (and never for --json)."""
+    if open_ is not None:
+        return open_
+    return is_tty() and not as_json
 
 
 def next_steps(project: str) -> None:

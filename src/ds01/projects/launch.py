@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, stamp_dir, write_stamp  # noqa: F401
+from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, write_stamp  # noqa: F401 (file_signature)
 
 
 # --------------------------------------------------------------------------- change detection

@@ -714,12 +714,10 @@ class ImageService:
                             "ask an admin to fix build.ca_bundle in the config")
         return self._ca_cache[1]
 
-    def _check_refs(self, who: Caller, refs: ImageRefs) -> tuple[dict[str, str], dict[str, ImageInfo]]:
-        """Policy for every image the Dockerfile uses; returns (ref -> local id, or the ref when
-        the engine will have to pull it, for the content hash; ref -> local image)."""
-        return self._check_ref_list(who, list(refs.external))
-
-    def _check_ref_list(self, who: Caller, external: list[str]) -> tuple[dict[str, str], dict[str, ImageInfo]]:
+    def _check_refs(self, who: Caller, external: list[str]) -> tuple[dict[str, str], dict[str, ImageInfo]]:
+        """Policy for every image a Dockerfile uses (``ImageRefs.external``, or the bases a build
+        stamp recorded); returns (ref -> local id, or the ref when the engine will have to pull
+        it, for the content hash; ref -> local image)."""
         from ds01.images.catalog import check_image_allowed
 
         ids, infos = {}, {}
@@ -776,7 +774,7 @@ class ImageService:
             try:
                 checked = check_dockerfile(ctx.dockerfile)
                 refs = checked.refs
-                ids, infos = self._check_refs(who, refs)
+                ids, infos = self._check_refs(who, list(refs.external))
                 # What the engine builds is the checked text, rewritten (see CheckedDockerfile),
                 # never the user's bytes; it replaces the context's Dockerfile.
                 dockerfile = checked.render(self._label_resets(checked, infos))
@@ -813,7 +811,7 @@ class ImageService:
         current = self.rt.image_inspect(f"{repo}:{TAG}")
         if current is None or not self._owned(current, who) or current.id != row["image_id"]:
             return None
-        ids, _ = self._check_ref_list(who, list(row["bases"]))
+        ids, _ = self._check_refs(who, list(row["bases"]))
         return current if ids == row["bases"] else None
 
     def _stamp(self, plan: BuildPlan, image_id: str) -> None:

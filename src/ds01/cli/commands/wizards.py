@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from ds01.cli.commands.workflows import CTX, gpu_options, is_tty, open_option
+from ds01.cli.commands.workflows import CTX, gpu_options, open_option
+from ds01.cli.verbs import is_tty
 from ds01.cli.output import info, ok, print_json
 from ds01.cli.lazy import Client, q
 
@@ -570,8 +571,8 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
       project-launch thesis --gpus 1 --background
       project-launch thesis --jupyter            JupyterLab, reachable through ssh -L
     """
-    from ds01.cli.commands.workflows import deploy, gpu_request, open_shell, report_deploy, should_open
-    from ds01.cli.verbs import launch_unchanged
+    from ds01.cli.commands.workflows import gpu_request, open_shell
+    from ds01.cli.verbs import deploy, launch_unchanged, report_deploy, should_open
     from ds01.errors import NotFound
     from ds01.projects.workspace import display_path, workspace_dir
 

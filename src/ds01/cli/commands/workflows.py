@@ -8,12 +8,12 @@ deploy, and ``--save-packages`` before a retire.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from ds01.cli import verbs
+from ds01.cli.verbs import deploy, is_tty, report_deploy, should_open
 from ds01.cli.output import info, ok, print_json
 from ds01.cli.lazy import Client, q
 
@@ -21,10 +21,6 @@ CTX = {"help_option_names": ["-h", "--help"]}
 json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
 
 
-
-
-def is_tty() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 # --------------------------------------------------------------------------- shared options
@@ -55,10 +51,6 @@ def gpu_request(gpus: int | None, gpu_profile: str | None, mig: int | None) -> d
     return given
 
 
-deploy = verbs.deploy
-report_deploy = verbs.report_deploy
-
-
 def open_shell(project: str) -> int:
     """Open an interactive shell in the running container; returns the shell's exit code."""
     from ds01.client.stream import run_exec
@@ -66,13 +58,6 @@ def open_shell(project: str) -> int:
     click.echo(click.style("→ ", fg="cyan") + f"opening a shell in {project} (exit or Ctrl-D leaves; "
                f"the container keeps running: 'container-retire {project}' when done)")
     return run_exec(project, None, start=False)
-
-
-def should_open(open_: bool | None, as_json: bool) -> bool:
-    """``--open``/``--background`` when given; otherwise open only on a terminal (and never for --json)."""
-    if open_ is not None:
-        return open_
-    return is_tty() and not as_json
 
 
 # --------------------------------------------------------------------------- container-deploy

@@ -391,37 +391,38 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
     except OSError:
         return None
     h = hashlib.sha256()
-    count = [0]
+    count = 0
 
-    def walk(dirfd: int, rel_dir: str, patterns: list[Pattern], depth: int = 0) -> None:
+    def walk(dirfd: int, rel_dir: str, depth: int = 0) -> None:
+        nonlocal count
         if depth > FP_MAX_DEPTH:
             raise _NoVouch
         items = []
         with os.scandir(dirfd) as it:
             for de in it:  # counted while listing: a directory of millions never sits in memory
-                count[0] += 1
-                if count[0] > FP_MAX_ENTRIES:
+                count += 1
+                if count > FP_MAX_ENTRIES:
                     raise _NoVouch
                 items.append(de)
         items.sort(key=lambda e: e.name)
         for de in items:
             rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-            excluded = is_excluded(rel, patterns) and rel != DOCKERFILE
+            # the defaults have no "!" lines (and a .dockerignore with one is declined): an excluded
+            # directory never has anything re-included below it
+            if is_excluded(rel, _DEFAULT_PATTERNS) and rel != DOCKERFILE:
+                continue
             st = de.stat(follow_symlinks=False)
             if st.st_dev != dev:
                 raise _NoVouch  # another filesystem mounted in the project
             if stat.S_ISDIR(st.st_mode):
-                if excluded and not may_reinclude_below(rel, patterns):
-                    continue
-                if not excluded:
-                    h.update(f"d\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\n".encode("utf-8", "surrogateescape"))
+                h.update(f"d\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\n".encode("utf-8", "surrogateescape"))
                 sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
                 try:
-                    walk(sub, rel, patterns, depth + 1)
+                    walk(sub, rel, depth + 1)
                 finally:
                     os.close(sub)
                 continue
-            if excluded or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 continue  # FIFOs, sockets, devices: skipped by scan too
             if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
                 raise _NoVouch  # racily clean: it may change again within the same timestamp
@@ -435,7 +436,7 @@ def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s:
             return None
         dev = st.st_dev
         _check_root_ignore(fd, uid)
-        walk(fd, "", _DEFAULT_PATTERNS)
+        walk(fd, "")
     except (_NoVouch, OSError):
         return None
     finally:

@@ -78,6 +78,13 @@ class Conflict(DS01Error):
     exit_code = 7
 
 
+class Busy(Conflict):
+    """Another request for the same object is in progress; retrying later is the right answer."""
+
+    code = "busy"
+    exit_code = 13
+
+
 class CapacityExhausted(DS01Error):
     """The quota allows it but the machine has no free device now (use --queue to wait)."""
 
@@ -133,6 +140,7 @@ ERRORS: dict[str, type[DS01Error]] = {
         PermissionDenied,
         PolicyDenied,
         Conflict,
+        Busy,
         CapacityExhausted,
         DaemonUnavailable,
         RuntimeFailure,

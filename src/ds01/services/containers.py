@@ -15,13 +15,15 @@ from typing import Any, Callable
 
 from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied,
                          PolicyDenied, RuntimeFailure)
+from ds01 import labels
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
-from ds01.policy.containers import LABEL, build_spec, resolve_ref
+from ds01.policy.containers import build_spec, resolve_ref
 from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
 from ds01.services.context import Context
 from ds01.services.identity import Caller
+from ds01.services.oplocks import ProjectLocks
 from ds01.services.workspace import ensure_workspace, existing_workspace, pin_workspace, unpin_workspace
 from ds01.state.db import ContainerRecord
 
@@ -65,6 +67,7 @@ class ContainerService:
         self.images = images
         # called after devices were released (the daemon wakes the queue server)
         self.on_release = on_release
+        self._ops = ProjectLocks()
 
     @property
     def cfg(self):
@@ -80,33 +83,88 @@ class ContainerService:
     def _sync(self, rec: ContainerRecord) -> ContainerRecord:
         """Refresh a record's status from the engine (Docker is the truth for what exists)."""
         info = self.ctx.runtime.inspect(rec.docker_id) if rec.docker_id else None
-        return self._apply_info(rec, info)
+        return self._apply_info(rec, info, confirmed=True)
 
-    def _apply_info(self, rec: ContainerRecord, info: ContainerInfo | None) -> ContainerRecord:
-        now = self.ctx.clock()
-        if rec.status == "creating":
-            return rec  # its create is in flight in another thread
-        if info is None:
-            if rec.status not in ("removed", "gone"):
+    def _apply_info(self, rec: ContainerRecord, info: ContainerInfo | None,
+                    confirmed: bool = False) -> ContainerRecord:
+        """Bring ``rec`` in line with what the engine says of it.
+
+        ``info`` comes from a list snapshot unless ``confirmed`` (an inspect by id, or an engine
+        answer to a verb this thread is carrying out). A snapshot may predate the record (a create
+        finishing between the two reads), so "gone" is never decided from it: the id is inspected
+        again, and the record is changed only if no verb of that project is in flight and the row
+        still says what we read (compare-and-set inside one state transaction).
+        """
+        if rec.status in ("creating", "removed", "gone"):
+            return rec  # a create in flight in another thread, or already ended
+        with self._ops.try_hold(rec.uid, rec.project) as free:
+            if not free:
+                return rec  # a verb of this project is running: it records the truth itself
+            if info is None and not confirmed and rec.docker_id:
+                info = self.ctx.runtime.inspect(rec.docker_id)
+            now = self.ctx.clock()
+            if info is None:
                 with self.ctx.store.transaction() as conn:
+                    cur = self.ctx.store.get_container(rec.id)
+                    if cur is None or cur.status != rec.status or cur.docker_id != rec.docker_id:
+                        return cur or rec
                     self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=now)
-                    self.ctx.store.release(rec.id, now, "gone", conn)
+                    released = self.ctx.store.release(rec.id, now, "gone", conn)
                 self._unpin(rec.docker_name)
                 self.ctx.events.emit("container.gone", user=rec.user, uid=rec.uid, target=rec.project,
                                      reason="removed outside DS01")
                 rec.status, rec.ended_at = "gone", now
-            return rec
-        status = _STATUS_MAP.get(info.status, info.status)
-        if status != rec.status:
-            fields: dict[str, Any] = {"status": status}
-            if status == "exited" and rec.status == "running":
-                fields["stopped_at"] = now
-            self.ctx.store.update_container(rec.id, **fields)
-            rec.status = status
+                if released and self.on_release:
+                    self.on_release()
+                return rec
+            status = _STATUS_MAP.get(info.status, info.status)
+            if status != rec.status:
+                fields: dict[str, Any] = {"status": status}
+                if status == "exited" and rec.status == "running":
+                    fields["stopped_at"] = now
+                with self.ctx.store.transaction() as conn:
+                    cur = self.ctx.store.get_container(rec.id)
+                    if cur is None or cur.status != rec.status:
+                        return cur or rec
+                    self.ctx.store.update_container(rec.id, conn, **fields)
+                rec.status = status
+                if "stopped_at" in fields:
+                    rec.stopped_at = now
         return rec
 
+    # -- the verbs' entry points: one verb at a time per project (see services/oplocks.py) ----
+    def _key(self, who: Caller, ref: str) -> str:
+        try:
+            return self.resolve(who, ref).project
+        except DS01Error:
+            return ref  # the verb itself raises the precise error
+
+    def create(self, actor: Caller, who: Caller, project: str, *args: Any, **kw: Any) -> dict[str, Any]:
+        with self._ops.hold(who.uid, str(project)):
+            return self._create(actor, who, project, *args, **kw)
+
+    def deploy(self, actor: Caller, who: Caller, project: str, *args: Any, **kw: Any) -> dict[str, Any]:
+        with self._ops.hold(who.uid, str(project)):
+            return self._deploy(actor, who, project, *args, **kw)
+
+    def start(self, actor: Caller, who: Caller, ref: str) -> dict[str, Any]:
+        with self._ops.hold(who.uid, self._key(who, ref)):
+            return self._start(actor, who, ref)
+
+    def stop(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
+        with self._ops.hold(who.uid, self._key(who, ref)):
+            return self._stop(actor, who, ref, timeout)
+
+    def remove(self, actor: Caller, who: Caller, ref: str, force: bool = False) -> dict[str, Any]:
+        with self._ops.hold(who.uid, self._key(who, ref)):
+            return self._remove(actor, who, ref, force)
+
+    def retire(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
+        with self._ops.hold(who.uid, self._key(who, ref)):
+            return self._retire(actor, who, ref, timeout)
+
     # -- L2 verbs --------------------------------------------------------------------------
-    def create(self, actor: Caller, who: Caller, project: str, image: str | None = None,
+    def _create(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                cpu_only: bool = False, request: GpuRequest | None = None, ports: list[int] | None = None,
                queue: bool = False) -> dict[str, Any]:
         """Create (not start) the container of (who, project). GPU devices are decided and recorded
@@ -278,7 +336,7 @@ class ContainerService:
         # the same rule as for builds: prefixes end at a name boundary, references normalised
         check_image_allowed(image, self.cfg.images.allowed)
 
-    def start(self, actor: Caller, who: Caller, ref: str) -> dict[str, Any]:
+    def _start(self, actor: Caller, who: Caller, ref: str) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status != "running":
@@ -323,7 +381,7 @@ class ContainerService:
                     "stop or retire another GPU container first")
             self.ctx.store.allocate(conn, rec, want, self.ctx.clock())
 
-    def stop(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
+    def _stop(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status == "running":
@@ -339,7 +397,7 @@ class ContainerService:
             self.ctx.emit("container.stop", who, rec.project, data={"timeout": t}, actor=actor)
         return record_view(rec)
 
-    def remove(self, actor: Caller, who: Caller, ref: str, force: bool = False) -> dict[str, Any]:
+    def _remove(self, actor: Caller, who: Caller, ref: str, force: bool = False) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
         if rec.status == "running" and not force:
             raise Conflict(f"the container of {rec.project!r} is running",
@@ -364,7 +422,7 @@ class ContainerService:
         return record_view(rec)
 
     # -- L3: orchestrators (composed from the L2 verbs above) ------------------------------
-    def deploy(self, actor: Caller, who: Caller, project: str, image: str | None = None,
+    def _deploy(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                request: GpuRequest | None = None, ports: list[int] | None = None,
                queue: bool = False) -> dict[str, Any]:
         """create + start. Reuses the project's container if it exists (starting it if stopped).
@@ -390,7 +448,7 @@ class ContainerService:
                            getattr(e, "message", None) or str(e), actor=actor)
             raise
 
-    def retire(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
+    def _retire(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
         """stop + remove + release devices. The workspace is never touched."""
         rec = self._sync(self.resolve(who, ref))
         if rec.status == "running":
@@ -409,12 +467,12 @@ class ContainerService:
 
     def list(self, who: Caller | None, include_stopped: bool = True) -> list[dict[str, Any]]:
         """``who`` None = every user (admin). Status comes live from the engine in one call."""
-        lbl = {f"{LABEL}.managed": "true", f"{LABEL}.instance": self.ctx.instance}
-        if who is not None:
-            lbl[f"{LABEL}.uid"] = str(who.uid)
-        infos = {i.id: i for i in self.ctx.runtime.list(lbl)}
+        # records first, then the engine: the snapshot is never older than a record it judges
+        recs = self.ctx.store.live_containers(None if who is None else who.uid)
+        infos = {i.id: i for i in self.ctx.runtime.list(labels.managed(self.ctx.instance,
+                                                                        None if who is None else who.uid))}
         out = []
-        for rec in self.ctx.store.live_containers(None if who is None else who.uid):
+        for rec in recs:
             rec = self._apply_info(rec, infos.get(rec.docker_id or ""))
             if rec.status == "gone" or (not include_stopped and rec.status != "running"):
                 continue
@@ -454,11 +512,11 @@ class ContainerService:
     def reconcile(self) -> dict[str, int]:
         """Match the DB to the engine after a (re)start: records whose container disappeared are
         marked gone; managed containers of this instance we did not know are adopted."""
-        lbl = {f"{LABEL}.managed": "true", f"{LABEL}.instance": self.ctx.instance}
-        infos = {i.id: i for i in self.ctx.runtime.list(lbl)}
+        recs = self.ctx.store.live_containers()
+        infos = {i.id: i for i in self.ctx.runtime.list(labels.managed(self.ctx.instance))}
         known = set()
         gone = adopted = 0
-        for rec in self.ctx.store.live_containers():
+        for rec in recs:
             if rec.status == "creating":  # the daemon died mid-create
                 with self.ctx.store.transaction() as conn:
                     self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=self.ctx.clock())
@@ -480,8 +538,8 @@ class ContainerService:
                 continue
             lb = info.labels
             try:
-                uid = int(lb.get(f"{LABEL}.uid", ""))
-                project = validate_project(lb.get(f"{LABEL}.project", ""))
+                uid = int(lb.get(labels.UID, ""))
+                project = validate_project(lb.get(labels.PROJECT, ""))
             except (ValueError, DS01Error):
                 log.warning("not adopting %s: bad ds01 labels", info.name)
                 continue
@@ -494,13 +552,13 @@ class ContainerService:
                 log.warning("not adopting %s: (%s, %s) already has a live record", info.name, uid, project)
                 continue
             full = self.ctx.runtime.inspect(cid) or info
-            gpus = [g for g in lb.get(f"{LABEL}.gpus", "").split(",") if g]
+            gpus = [g for g in lb.get(labels.GPUS, "").split(",") if g]
             with self.ctx.store.transaction() as conn:
                 rec_id = self.ctx.store.insert_container(
-                    conn, uid=uid, user=lb.get(f"{LABEL}.user", str(uid)), project=project, docker_id=cid,
-                    docker_name=info.name, image=lb.get(f"{LABEL}.image", info.image),
+                    conn, uid=uid, user=lb.get(labels.USER, str(uid)), project=project, docker_id=cid,
+                    docker_name=info.name, image=lb.get(labels.IMAGE, info.image),
                     status=_STATUS_MAP.get(full.status, "exited"),
-                    created_at=float(lb.get(f"{LABEL}.created_at") or self.ctx.clock()), gpus=gpus,
+                    created_at=float(lb.get(labels.CREATED_AT) or self.ctx.clock()), gpus=gpus,
                 )
                 # its env names these devices: hold them again if nobody else does
                 held = self.ctx.store.held_devices(conn)
@@ -508,7 +566,7 @@ class ContainerService:
                         if g not in held and self.ctx.inventory.device(g) is not None}
                 rec = self.ctx.store.get_container(rec_id)
                 self.ctx.store.allocate(conn, rec, mine, self.ctx.clock())
-            self.ctx.events.emit("container.adopt", user=lb.get(f"{LABEL}.user"), uid=uid, target=project,
+            self.ctx.events.emit("container.adopt", user=lb.get(labels.USER), uid=uid, target=project,
                                  reason="found in the engine at daemon start")
             adopted += 1
         stale = self._unpin_stale()

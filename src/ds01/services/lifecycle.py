@@ -23,20 +23,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds01.errors import Conflict, DS01Error, InvalidInput, NotFound, PolicyDenied
-from ds01.policy.containers import LABEL
+from ds01 import labels
 from ds01.policy.lifecycle import Action, Decision, Facts, History, Policy, Sample, Timers, decide
 from ds01.policy.limits import EffectiveLimits, effective_limits
 from ds01.services.containers import ContainerService
 from ds01.services.identity import Caller, caller_from_uid
 from ds01.services.sampling import CgroupPaths, CgroupReader, init_pid
 from ds01.state.db import ContainerRecord
+from ds01.state.lifecycle import BASE_COLS, TIMER_COLS
 from ds01.units import format_duration
 
 log = logging.getLogger("ds01d")
 
-_TIMER_COLS = ("run_started", "idle_since", "idle_warned", "idle_warned_at", "runtime_warned",
-               "runtime_warned_at", "keepalive_until")
-_BASE_COLS = ("last_sample_at", "last_cpu_ns", "last_net_bytes")
+_TIMER_COLS = TIMER_COLS
+_BASE_COLS = BASE_COLS
 EXEMPT_KINDS = ("idle", "runtime", "all")
 
 
@@ -75,8 +75,10 @@ class LifecycleService:
             return report
         now = self.ctx.clock()
         store = self.ctx.store
-        lbl = {f"{LABEL}.managed": "true", f"{LABEL}.instance": self.ctx.instance}
-        infos = {i.id: i for i in self.ctx.runtime.list(lbl)}
+        # records first, then the engine's list: a snapshot older than a record could call a
+        # just-created container gone (ContainerService._apply_info re-checks by id anyway)
+        recs = store.live_containers()
+        infos = {i.id: i for i in self.ctx.runtime.list(labels.managed(self.ctx.instance))}
         try:
             util = self.ctx.gpu_source.utilization()
         except DS01Error as e:
@@ -95,10 +97,10 @@ class LifecycleService:
         dues: list[float] = []
 
         with self._lock:
-            rows = {r["container"]: dict(r) for r in store.query("SELECT * FROM lifecycle")}
+            rows = store.lifecycle_rows()
             writes: list[tuple] = []
             live_ids = set()
-            for rec in store.live_containers():
+            for rec in recs:
                 if rec.status == "creating":
                     continue
                 with self._inflight_lock:
@@ -138,16 +140,11 @@ class LifecycleService:
                     writes.append((rec.id, *(getattr(d.timers, k) for k in _TIMER_COLS),
                                    *(base.get(k) for k in _BASE_COLS)))
             if writes:
-                cols = ("container", *_TIMER_COLS, *_BASE_COLS)
-                with store.transaction() as conn:
-                    conn.executemany(
-                        f"INSERT OR REPLACE INTO lifecycle ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        writes)
+                store.write_lifecycle(writes)
             for gone in set(self._samples) - live_ids:
                 self._samples.pop(gone, None)
             if len(rows) > len(live_ids) + 64:  # forget timers of containers that are gone
-                store.execute("DELETE FROM lifecycle WHERE container NOT IN (SELECT id FROM containers WHERE "
-                              "status IN ('creating','created','running','exited'))")
+                store.forget_ended_lifecycle()
 
         for rec, action, _d in todo:
             report.actions.append({"project": rec.project, "user": rec.user, "kind": action.kind,
@@ -169,9 +166,7 @@ class LifecycleService:
         revoked one ends when it was revoked). Ended ones matter too: idle time during an
         exemption does not count."""
         out: dict[str, dict[str, float]] = {}
-        for r in self.ctx.store.query(
-                "SELECT user, kind, MAX(MIN(until, COALESCE(revoked_at, until))) AS e FROM exemptions "
-                "GROUP BY user, kind"):
+        for r in self.ctx.store.exemption_ends():
             kinds = ("idle", "runtime") if r["kind"] == "all" else (r["kind"],)
             for k in kinds:
                 cur = out.setdefault(r["user"], {}).get(k)
@@ -354,13 +349,7 @@ class LifecycleService:
         now = self.ctx.clock()
         until = now + d
         with self._lock:
-            with self.ctx.store.transaction() as conn:
-                row = conn.execute("SELECT container FROM lifecycle WHERE container=?", (rec.id,)).fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO lifecycle (container, keepalive_until) VALUES (?, ?)", (rec.id, until))
-                else:
-                    conn.execute("UPDATE lifecycle SET keepalive_until=?, idle_warned=0, idle_warned_at=NULL "
-                                 "WHERE container=?", (until, rec.id))
+            self.ctx.store.set_keepalive(rec.id, until)
         lim = self._limits(rec)
         self.ctx.emit("lifecycle.keepalive", who, rec.project, actor=actor,
                               data={"until": until, "seconds": d})
@@ -378,16 +367,14 @@ class LifecycleService:
             raise NotFound(f"no user named {user!r}") from None
         now = self.ctx.clock()
         until = now + float(seconds)
-        ex_id = self.ctx.store.execute(
-            "INSERT INTO exemptions (user, kind, until, reason, granted_by, granted_at) VALUES (?,?,?,?,?,?)",
-            (user, kind, until, reason, actor.name, now))
+        ex_id = self.ctx.store.add_exemption(user, kind, until, reason, actor.name, now)
         self.ctx.events.emit("lifecycle.exempt", user=user, target=user, reason=reason,
                              data={"id": ex_id, "kind": kind, "until": until, "by": actor.name})
         return {"id": ex_id, "user": user, "kind": kind, "until": until, "reason": reason, "granted_by": actor.name}
 
     def exemptions(self, include_ended: bool = False) -> list[dict[str, Any]]:
         now = self.ctx.clock()
-        rows = [dict(r) for r in self.ctx.store.query("SELECT * FROM exemptions ORDER BY id")]
+        rows = self.ctx.store.all_exemptions()
         out = []
         for r in rows:
             r["active"] = r["revoked_at"] is None and r["until"] > now
@@ -396,11 +383,11 @@ class LifecycleService:
         return out
 
     def revoke(self, actor: Caller, ex_id: int) -> dict[str, Any]:
-        rows = self.ctx.store.query("SELECT * FROM exemptions WHERE id=? AND revoked_at IS NULL", (ex_id,))
-        if not rows:
+        row = self.ctx.store.unrevoked_exemption(ex_id)
+        if row is None:
             raise NotFound(f"no active exemption {ex_id}", "'ds01 admin exempt --list' shows them")
-        self.ctx.store.execute("UPDATE exemptions SET revoked_at=? WHERE id=?", (self.ctx.clock(), ex_id))
-        self.ctx.events.emit("lifecycle.unexempt", user=rows[0]["user"], target=rows[0]["user"],
+        self.ctx.store.revoke_exemption(ex_id, self.ctx.clock())
+        self.ctx.events.emit("lifecycle.unexempt", user=row["user"], target=row["user"],
                              data={"id": ex_id, "by": actor.name})
         return {"revoked": ex_id}
 

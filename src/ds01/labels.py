@@ -1,0 +1,27 @@
+"""Engine label keys DS01 puts on what it creates, and the selectors that find them again.
+
+One module so the keys are spelled once: the daemon finds its containers by these labels after a
+restart (``reconcile``), so a typo here is a container that is never adopted.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ds01"
+
+MANAGED = f"{PREFIX}.managed"
+INSTANCE = f"{PREFIX}.instance"
+USER = f"{PREFIX}.user"
+UID = f"{PREFIX}.uid"
+PROJECT = f"{PREFIX}.project"
+IMAGE = f"{PREFIX}.image"
+GPUS = f"{PREFIX}.gpus"
+CREATED_AT = f"{PREFIX}.created_at"
+PROBE = f"{PREFIX}.probe"
+
+
+def managed(instance: str, uid: int | None = None) -> dict[str, str]:
+    """The selector for this daemon instance's user containers (optionally one user's)."""
+    sel = {MANAGED: "true", INSTANCE: instance}
+    if uid is not None:
+        sel[UID] = str(uid)
+    return sel

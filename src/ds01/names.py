@@ -6,7 +6,8 @@ import re
 
 from ds01.errors import InvalidInput
 
-PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# \Z, not $: '$' also matches before a trailing newline ('evil\n' would pass)
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 
 def validate_project(name: object) -> str:

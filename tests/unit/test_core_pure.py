@@ -22,7 +22,7 @@ def test_valid_project_names(name):
 
 
 @pytest.mark.parametrize("name", ["", "../x", "/etc", "..", "a" * 64, "Upper", "a/b", "-x", ".x", "_x", "a..b",
-                                  "a b", "a\nb", None, 3])
+                                  "a b", "a\nb", "evil\n", "evil\r\n", None, 3])
 def test_invalid_project_names(name):
     with pytest.raises(errors.InvalidInput) as e:
         validate_project(name)
@@ -162,7 +162,7 @@ def test_every_error_code_maps_back_to_its_class():
 def test_events_are_bounded_and_pruned(tmp_path):
     import json as _json
 
-    from ds01.daemon.events import MAX_DATA, EventLog
+    from ds01.services.events import MAX_DATA, EventLog
     from ds01.state.db import Store
 
     store = Store(tmp_path / "s.db")
@@ -173,7 +173,7 @@ def test_events_are_bounded_and_pruned(tmp_path):
     assert len(_json.dumps(ev["data"])) <= MAX_DATA + 100
     line = (tmp_path / "e.jsonl").read_text()
     assert len(line) < 6000
-    store.execute("UPDATE events SET time = 1")
+    store._execute("UPDATE events SET time = 1")
     assert store.prune_events(before=100) == 1 and store.events() == []
 
 

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
-from ds01.daemon.events import EventLog
 from ds01.daemon.metrics import Metrics
 from ds01.gpu.simulated import SimulatedSource
 from ds01.models.config import Config, SimulatedGpu, SimulatedInventory
+from ds01.services.events import EventLog
 from ds01.state.db import Store
 
 

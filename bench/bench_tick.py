@@ -37,13 +37,13 @@ def main() -> None:
 
     import docker
 
-    from ds01.daemon.app import Api
-    from ds01.daemon.events import EventLog
     from ds01.daemon.loops import tick
+    from ds01.daemon.main import build_services
     from ds01.gpu.simulated import SimulatedSource
     from ds01.models.config import Config, SimulatedGpu, SimulatedInventory
     from ds01.runtime.docker import DockerBackend
     from ds01.services.context import Context
+    from ds01.services.events import EventLog
     from ds01.state.db import Store
 
     client = docker.from_env()
@@ -60,7 +60,7 @@ def main() -> None:
     source = SimulatedSource(cfg.gpu.simulated)
     ctx = Context(config=cfg, store=store, runtime=DockerBackend(), events=events, instance=instance,
                   gpu_source=source, inventory=source.read())
-    api = Api(ctx)
+    api = build_services(ctx)
     uid = 1000 + int(tag, 16) % 1000
     gpus = [d.uuid for d in ctx.inventory.allocatable]
     names = []

@@ -12,5 +12,7 @@ for u in ds01-alice ds01-bob ds01-carol; do id "$u" >/dev/null 2>&1 || useradd -
 id ds01-adm >/dev/null 2>&1 || useradd -m -s /bin/bash -G ds01-admin ds01-adm
 
 cd "$REPO"
+# Layering contracts ([tool.importlinter] in pyproject.toml); a broken one stops the run here.
+"$VENV/bin/lint-imports" --no-cache --no-logo
 export DS01_BIN="$VENV/bin"
 exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

@@ -17,6 +17,9 @@ IMAGE = f"{PREFIX}.image"
 GPUS = f"{PREFIX}.gpus"
 CREATED_AT = f"{PREFIX}.created_at"
 PROBE = f"{PREFIX}.probe"
+# images only
+BASE = f"{PREFIX}.base"
+CONTENT_HASH = f"{PREFIX}.content_hash"
 
 
 def managed(instance: str, uid: int | None = None) -> dict[str, str]:

@@ -6,14 +6,10 @@ import pytest
 
 from ds01.errors import InvalidInput
 from ds01.images.dockerfile_text import logical_lines
-from ds01.services.images import (
-    BuildLog,
-    ca_for_build,
-    clean_step,
-    image_refs,
-    pem_certs,
-    user_image_owner,
-)
+from ds01.images.buildargs import ca_for_build, pem_certs
+from ds01.images.buildlog import BuildLog, clean_step
+from ds01.images.catalog import user_image_owner
+from ds01.images.dockerfile_check import image_refs
 
 
 def test_logical_lines_join_continuations_and_drop_comments():

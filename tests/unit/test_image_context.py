@@ -15,11 +15,11 @@ from ds01.images.context import (
     largest,
     may_reinclude_below,
     parse_patterns,
-    refusal_error,
     scan,
     write_tar,
 )
 from ds01.errors import NotFound, PermissionDenied, PolicyDenied
+from ds01.images.build_context import refusal_error
 
 
 def pats(*lines: str):
@@ -167,7 +167,7 @@ def test_refusals_map_to_errors():
 
 
 def _fp(tmp_path, racy_s: float = 0.0, uid: int | None = None):
-    from ds01.images.context import stat_fingerprint
+    from ds01.images.fingerprint import stat_fingerprint
 
     return stat_fingerprint(str(tmp_path), str(tmp_path), "proj", os.getuid() if uid is None else uid, racy_s)
 
@@ -221,14 +221,14 @@ def test_fingerprint_refuses_to_vouch(tmp_path, proj):
     assert _fp(tmp_path, racy_s=3600) is None  # files changed "recently": timestamps too coarse to trust
     assert _fp(tmp_path, uid=os.getuid() + 4242) is None  # not the owner's project
     os.symlink(proj, tmp_path / "alias")
-    from ds01.images.context import stat_fingerprint
+    from ds01.images.fingerprint import stat_fingerprint
 
     assert stat_fingerprint(str(proj / "src"), str(tmp_path), "alias", os.getuid(), 0.0) is None  # outside root
     assert stat_fingerprint(str(tmp_path), str(tmp_path), "missing", os.getuid(), 0.0) is None
 
 
 def test_fingerprint_never_compiles_user_patterns_and_refuses_reinclusion(tmp_path, proj, monkeypatch):
-    import ds01.images.context as c
+    import ds01.images.fingerprint as c
 
     seen = []
     monkeypatch.setattr(c, "parse_patterns", lambda lines: seen.append(lines) or [])
@@ -252,7 +252,7 @@ def test_fingerprint_opens_only_a_plain_own_dockerignore(tmp_path, proj, make):
 
 
 def test_fingerprint_is_bounded(tmp_path, proj, monkeypatch):
-    import ds01.images.context as c
+    import ds01.images.fingerprint as c
 
     monkeypatch.setattr(c, "FP_MAX_ENTRIES", 3)
     assert _fp(tmp_path) is None

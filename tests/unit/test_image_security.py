@@ -14,7 +14,10 @@ from ds01.images.catalog import image_allowed, normalize_ref
 from ds01.images.dockerfile_text import logical_lines, parse_instructions
 from ds01.runtime.base import ImageInfo
 from ds01.services.identity import Caller
-from ds01.services.images import MAX_PARTIAL, BuildLog, ImageService, check_dockerfile, user_image_owner
+from ds01.images.buildlog import MAX_PARTIAL, BuildLog
+from ds01.images.catalog import user_image_owner
+from ds01.images.dockerfile_check import check_dockerfile
+from ds01.services.images import ImageService
 
 BOB = "ds01/ds01-bob/x:latest"
 
@@ -264,7 +267,7 @@ def _tar(members):
 
 
 def _repack(members, max_bytes=10**6):
-    from ds01.images.context import _repack as rp
+    from ds01.images.build_context import _repack as rp
 
     out = io.BytesIO()
     w = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
@@ -272,7 +275,7 @@ def _repack(members, max_bytes=10**6):
 
 
 def test_repack_holds_back_the_dockerfile_and_seal_sends_the_checked_one():
-    from ds01.images.context import BuildContext
+    from ds01.images.build_context import BuildContext
 
     (df, digest, files, total), w, out = _repack([("Dockerfile", b"FROM evil\n", "f"), ("a/b.txt", b"hi", "f")])
     assert df == b"FROM evil\n" and files == 1 and total == 2 and digest.startswith("sha256:")
@@ -292,14 +295,14 @@ def test_repack_holds_back_the_dockerfile_and_seal_sends_the_checked_one():
     [("Dockerfile/x", b"x", "f")],
 ])
 def test_repack_refuses_what_the_child_never_writes(members):
-    from ds01.images.context import _Bad
+    from ds01.images.build_context import _Bad
 
     with pytest.raises(_Bad):
         _repack(members)
 
 
 def test_repack_enforces_the_size_limit_itself():
-    from ds01.images.context import _Overflow
+    from ds01.images.build_context import _Overflow
 
     with pytest.raises(_Overflow):
         _repack([("Dockerfile", b"FROM alpine\n", "f"), ("big", b"x" * 100, "f")], max_bytes=50)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
 
-from ds01.daemon.events import EventLog
+from ds01.services.events import EventLog
 from ds01.daemon.metrics import CONTAINER_STATES, Metrics
 from ds01.gpu.simulated import SimulatedSource, sim_gpu_uuid, sim_mig_uuid
 from ds01.models.config import Config
@@ -43,11 +43,11 @@ def make_ctx(tmp_path: Path, n_containers: int = 0):
         rid = store.insert_container(uid=1000 + i % 10, user=f"user{i % 10}", project=f"p{i}", docker_id=f"{i:064x}",
                                      docker_name=f"c{i}", image="img", status=status, created_at=now - 3600)
         if i < len(devices):
-            store.execute("INSERT INTO allocations (container, uid, user, project, device, equivalents, start)"
+            store._execute("INSERT INTO allocations (container, uid, user, project, device, equivalents, start)"
                           " VALUES (?,?,?,?,?,?,?)", (rid, 1000 + i % 10, f"user{i % 10}", f"p{i}", devices[i],
                                                       inv.device(devices[i]).equivalents, now - 600))
     for i in range(5):
-        store.execute("INSERT INTO queue (uid, user, project, request, image, enqueued_at, status)"
+        store._execute("INSERT INTO queue (uid, user, project, request, image, enqueued_at, status)"
                       " VALUES (?,?,?,?,?,?,'waiting')", (2000 + i, f"q{i}", "p", "{}", "img", now - 60 * (i + 1)))
     return ctx
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from ds01.cli.commands import images, wizards
-from ds01.cli.commands.wizards import Check, limits_line, render_summary, ssh_guidance
+from ds01.cli.setup_checks import Check, limits_line, render_summary, ssh_guidance
 from ds01.errors import InvalidInput
 
 
@@ -52,11 +52,14 @@ def test_ssh_guidance_never_makes_a_key_on_the_server():
 
 
 def test_presets_match_the_image_commands():
-    assert wizards.PRESETS == images.PRESET_NAMES
+    def choices(cmd):
+        return next(p.type.choices for p in cmd.params if p.name == "preset")
+
+    assert list(choices(wizards.project_init)) == list(choices(images.create)) == list(images.PRESET_NAMES)
 
 
 def test_gpu_request_allows_one_kind_only():
-    from ds01.cli.commands.workflows import gpu_request
+    from ds01.cli.options import gpu_request
 
     assert gpu_request(None, None, None) == {}
     assert gpu_request(1, None, None) == {"gpus": 1}

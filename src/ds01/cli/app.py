@@ -1,7 +1,8 @@
 """The click side of the CLI: the umbrella group and running one command through click.
 
 pip-style: commands are looked up in a registry and imported lazily; every DS01Error is turned into
-one line of message, one of hint, and the exit code of its class, in this one place. Entry points
+one line of message, one of hint, and the exit code of its class, by the handler the fast path
+uses too (``ds01.cli.output.guarded``). Entry points
 are in ``ds01.cli.main`` (which tries ``ds01.cli.fast`` before importing this).
 """
 
@@ -66,23 +67,19 @@ def cli() -> None:
 
 
 def _run(cmd: click.Command, prog: str) -> None:
-    from ds01.errors import DS01Error
+    from ds01.cli.output import guarded
 
-    try:
-        rv = cmd.main(prog_name=prog, standalone_mode=False)
-    except DS01Error as e:
-        from ds01.cli.output import report_error
+    def run() -> int | None:
+        try:
+            return cmd.main(prog_name=prog, standalone_mode=False)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            return 130
+        except click.ClickException as e:
+            e.show()
+            return e.exit_code
 
-        report_error(e)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    rv = guarded(run)  # DS01Error, Ctrl-C, a closed pipe: as on the fast path
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -3,21 +3,21 @@ uses them too; see ``ds01.cli.fast``)."""
 
 from __future__ import annotations
 
-import re
 import sys
 
 from ds01.cli.output import colour, echo, ok, print_json
-from ds01.cli.lazy import Client, q
+from ds01.cli.lazy import Client
+from ds01.client import api
 
-STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# Same as ds01.services.images.clean_step (not imported: the CLI stays light).
-CA_NOISE = re.compile(r'set -eu;\s*|if \[ -n "\$\{DS01_CA_PEM:-\}" \]; then .*?; fi;\s*|;?\s*rm -f /tmp/ds01-ca\.pem')
+# Lines a terminal does not show: the engine's own bookkeeping between steps.
+QUIET = (" ---> ", "Removing intermediate", "Successfully built")
 
 
 class Progress:
-    """Build output for people. On a terminal: the step lines stay, the newest output line of the
-    running step is shown in one line that is rewritten. Elsewhere: every line, as it comes."""
+    """Build output for people, from the daemon's events (``ds01.images.buildlog``: it parses
+    the engine's output, this only renders). On a terminal: the step lines stay, the newest
+    output line of the running step is shown in one line that is rewritten. Elsewhere: every
+    line, as it comes."""
 
     def __init__(self, tty: bool | None = None):
         self.tty = sys.stdout.isatty() if tty is None else tty
@@ -26,35 +26,37 @@ class Progress:
             import shutil
 
             self.width = max(20, shutil.get_terminal_size().columns - 1)
-        self._partial = ""
+        self._raw = None  # parser for raw output (feed)
         self._status = False
 
-    MAX_LINE = 64 * 1024  # of one unfinished line kept (output without newlines stays linear)
+    def event(self, ev: dict) -> None:
+        """One event: ``{"step": n, "of": m, "text": …}`` or ``{"line": …}`` (others are ignored)."""
+        if "step" in ev:
+            self.step(int(ev["step"]), int(ev["of"]), str(ev.get("text", "")))
+        elif "line" in ev:
+            self.line(str(ev["line"]))
 
     def feed(self, text: str) -> None:
-        text = ANSI_RE.sub("", text)
-        if "\n" not in text:
-            self._partial += text[-(self.MAX_LINE + 1):]
-            if len(self._partial) > self.MAX_LINE:
-                self._partial = "[…] " + self._partial[-self.MAX_LINE:]
+        """Raw build output, as a daemon from before step events streamed it: parsed into events
+        by the daemon's own parser."""
+        if self._raw is None:
+            from ds01.images.buildlog import BuildEvents
+
+            self._raw = BuildEvents(limit=None)
+        for ev in self._raw.feed(text):
+            self.event(ev)
+
+    def step(self, n: int, of: int, text: str) -> None:
+        if not self.tty:
+            echo(f"Step {n}/{of} : {text}".rstrip())
             return
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.line(line.rstrip("\r"))
+        self._clear()
+        echo(colour(f"[{n}/{of}] ", "cyan", bold=True) + text[: self.width - 10])
 
     def line(self, line: str) -> None:
         if not self.tty:
-            echo(" ".join(CA_NOISE.sub("", line).split()) if STEP_RE.match(line) else line)
-            return
-        m = STEP_RE.match(line)
-        if m:
-            line = " ".join(CA_NOISE.sub("", line).split())
-            m = STEP_RE.match(line)
-            assert m is not None
-            self._clear()
-            echo(colour(f"[{m.group(1)}/{m.group(2)}] ", "cyan", bold=True) + m.group(3)[: self.width - 10])
-        elif line.strip() and not line.startswith((" ---> ", "Removing intermediate", "Successfully built")):
+            echo(line)
+        elif line.strip() and not line.startswith(QUIET):
             shown = "  " + line.strip().replace("\t", " ")
             echo("\r\x1b[2K" + colour(shown[: self.width], dim=True), nl=False)
             self._status = True
@@ -65,9 +67,9 @@ class Progress:
             self._status = False
 
     def close(self) -> None:
-        if self._partial:
-            self.line(self._partial)
-            self._partial = ""
+        if self._raw is not None:
+            for ev in self._raw.flush():
+                self.event(ev)
         self._clear()
 
 
@@ -79,11 +81,15 @@ def build(project: str, *, no_cache: bool = False, user: str | None = None, as_j
     progress = None if as_json else Progress()
     result: dict = {}
     try:
-        for item in Client().stream("POST", f"/v1/images/{q(project)}/build", {"no_cache": no_cache, "user": user}):
-            if "stream" in item and progress:
-                progress.feed(str(item["stream"]))
-            elif "result" in item:
+        for item in api.image_build(Client(), project, no_cache=no_cache, user=user):
+            if "result" in item:
                 result = item["result"]
+            elif progress is None:
+                continue
+            elif "stream" in item:
+                progress.feed(str(item["stream"]))
+            else:
+                progress.event(item)
     except BuildFailed as e:
         if progress:
             progress.close()

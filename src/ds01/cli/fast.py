@@ -3,7 +3,8 @@
 A Python CLI pays for its start-up on every command, and click's import is most of ours (~25 ms
 of ~45). The verbs a lab types all day, and scripts call in loops, are one daemon call each, so
 their plain forms are recognised here and run straight from :mod:`ds01.cli.verbs`, the same
-bodies the click commands call.
+bodies the click commands call. One table, ``VERBS``: verb → (body, the flags it accepts); errors
+end the same way as through click (:func:`ds01.cli.output.guarded`).
 
 The rule that keeps this safe: the fast path only *accepts*. Its grammar per verb is one
 positional PROJECT (none for ``container-list``) plus a few boolean flags that the click command
@@ -20,19 +21,96 @@ shell completion (``_<PROG>_COMPLETE``).
 from __future__ import annotations
 
 import os
-import sys
 
-# verb -> the boolean flags its fast form accepts (all of them exist on the click command)
-FLAGS: dict[str, frozenset[str]] = {
-    "container-create": frozenset({"--cpu-only", "--json"}),
-    "container-start": frozenset({"--json"}),
-    "container-stop": frozenset({"--json"}),
-    "container-remove": frozenset({"--force", "--json"}),
-    "container-list": frozenset({"--all", "--json"}),  # no PROJECT
-    "container-deploy": frozenset({"--background", "--json"}),
-    "project-launch": frozenset({"--background", "--json"}),
-    "image-update": frozenset({"--rebuild", "--json"}),  # only with --rebuild (see _run)
+# Each body gets (project, flags) and returns 0 when it ran the command, None when it turns out to
+# need click after all (then it has done and printed nothing).
+
+
+def _list(project: str, flags: frozenset[str]) -> int | None:
+    from ds01.cli import verbs
+
+    verbs.list_containers(show_all="--all" in flags, as_json="--json" in flags)
+    return 0
+
+
+def _create(project: str, flags: frozenset[str]) -> int | None:
+    from ds01.cli import verbs
+
+    verbs.create(project, cpu_only="--cpu-only" in flags, as_json="--json" in flags)
+    return 0
+
+
+def _verb(name: str):
+    def body(project: str, flags: frozenset[str]) -> int | None:
+        from ds01.cli import verbs
+
+        verbs.verb(name, project, "--json" in flags, **({"force": True} if "--force" in flags else {}))
+        return 0
+
+    return body
+
+
+def _opens_shell(flags: frozenset[str]) -> bool:
+    """deploy/launch open a shell unless --background (or --json), by default on a terminal:
+    that path stays in click."""
+    from ds01.cli import verbs
+
+    return verbs.should_open(False if "--background" in flags else None, "--json" in flags)
+
+
+def _deploy(project: str, flags: frozenset[str]) -> int | None:
+    from ds01.cli import verbs
+
+    if _opens_shell(flags):
+        return None
+    verbs.finish_background(project, verbs.deploy(project), "--json" in flags)
+    return 0
+
+
+def _launch(project: str, flags: frozenset[str]) -> int | None:
+    from ds01.cli import verbs, workspaces
+
+    if _opens_shell(flags):
+        return None
+    ws = workspaces.path(project)
+    if not os.path.isfile(os.path.join(ws, "Dockerfile")):
+        return None  # click explains what is missing
+    out = verbs.launch_unchanged(project, ws, as_json="--json" in flags)
+    if out is None:
+        return None
+    verbs.finish_background(project, out, "--json" in flags)
+    return 0
+
+
+def _rebuild(project: str, flags: frozenset[str]) -> int | None:
+    if "--rebuild" not in flags:
+        return None
+    from ds01.cli import workspaces
+    from ds01.cli.building import build, report_built
+    from ds01.cli.output import echo
+
+    as_json = "--json" in flags
+    df = os.path.join(workspaces.path(project), "Dockerfile")
+    if not (os.path.isfile(df) and os.access(df, os.R_OK)):
+        return None  # click explains what is missing
+    if not as_json:
+        echo("· nothing to change")
+    report_built(project, build(project, as_json=as_json), as_json)
+    return 0
+
+
+# verb -> (its body, the boolean flags its fast form accepts: all exist on the click command)
+VERBS: dict[str, tuple[object, frozenset[str]]] = {
+    "container-create": (_create, frozenset({"--cpu-only", "--json"})),
+    "container-start": (_verb("start"), frozenset({"--json"})),
+    "container-stop": (_verb("stop"), frozenset({"--json"})),
+    "container-remove": (_verb("remove"), frozenset({"--force", "--json"})),
+    "container-list": (_list, frozenset({"--all", "--json"})),  # no PROJECT
+    "container-deploy": (_deploy, frozenset({"--background", "--json"})),
+    "project-launch": (_launch, frozenset({"--background", "--json"})),
+    "image-update": (_rebuild, frozenset({"--rebuild", "--json"})),  # only with --rebuild
 }
+FLAGS: dict[str, frozenset[str]] = {verb: flags for verb, (_, flags) in VERBS.items()}
 NO_PROJECT = frozenset({"container-list"})
 
 
@@ -55,53 +133,6 @@ def parse(name: str, args: list[str]) -> tuple[str, frozenset[str]] | None:
     return project or "", frozenset(flags)
 
 
-def _run(name: str, project: str, flags: frozenset[str]) -> bool:
-    """Run the verb; False when it turns out to need the full path (nothing was done then)."""
-    from ds01.cli import verbs
-
-    as_json = "--json" in flags
-    # deploy/launch open a shell unless --background (or --json), by default on a terminal
-    opens_shell = verbs.should_open(False if "--background" in flags else None, as_json)
-    if name == "container-list":
-        verbs.list_containers(show_all="--all" in flags, as_json=as_json)
-    elif name == "container-create":
-        verbs.create(project, cpu_only="--cpu-only" in flags, as_json=as_json)
-    elif name in ("container-start", "container-stop", "container-remove"):
-        verbs.verb(name.split("-", 1)[1], project, {"force": True} if "--force" in flags else {}, as_json)
-    elif name == "container-deploy":
-        if opens_shell:  # that path stays in click
-            return False
-        verbs.finish_background(project, verbs.deploy(project), as_json)
-    elif name == "project-launch":
-        if opens_shell:
-            return False
-        from ds01.projects.workspace import workspace_path
-
-        ws = workspace_path(project)
-        if not os.path.isfile(os.path.join(ws, "Dockerfile")):
-            return False  # click explains what is missing
-        out = verbs.launch_unchanged(project, ws, as_json=as_json)
-        if out is None:
-            return False
-        verbs.finish_background(project, out, as_json)
-    elif name == "image-update":
-        if "--rebuild" not in flags:
-            return False
-        from ds01.cli.building import build, report_built
-        from ds01.cli.output import echo
-        from ds01.projects.workspace import workspace_path
-
-        df = os.path.join(workspace_path(project), "Dockerfile")
-        if not (os.path.isfile(df) and os.access(df, os.R_OK)):
-            return False  # click explains what is missing
-        if not as_json:
-            echo("· nothing to change")
-        report_built(project, build(project, as_json=as_json), as_json)
-    else:
-        return False
-    return True
-
-
 def try_run(name: str, args: list[str]) -> int | None:
     """The exit code when the fast path ran the command; None when click must."""
     if os.environ.get("DS01_NO_FAST", "0") not in ("", "0"):
@@ -111,20 +142,7 @@ def try_run(name: str, args: list[str]) -> int | None:
     parsed = parse(name, args)
     if parsed is None:
         return None
-    from ds01.errors import DS01Error
+    from ds01.cli.output import guarded
 
-    try:
-        done = _run(name, *parsed)
-    except DS01Error as e:
-        from ds01.cli.output import report_error
-
-        report_error(e)
-        return e.exit_code
-    except KeyboardInterrupt:  # as click: a newline, "aborted", 130
-        sys.stderr.write("\naborted\n")
-        return 130
-    except BrokenPipeError:  # as click: e.g. '| head' closed the pipe; quiet, exit 1
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    return 0 if done else None
+    body = VERBS[name][0]
+    return guarded(lambda: body(*parsed))  # type: ignore[operator]

@@ -1,5 +1,5 @@
 """What command modules need from the client, imported only when a command runs (so ``--help``
-never loads the socket client)."""
+never loads the socket client). Requests themselves are the functions of ``ds01.client.api``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,3 @@ def Client():  # noqa: N802 - stands in for the class
     from ds01.client.http import Client as _Client
 
     return _Client()
-
-
-def q(segment: str) -> str:
-    from ds01.client.http import q as _q
-
-    return _q(segment)

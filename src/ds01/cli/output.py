@@ -56,6 +56,27 @@ def report_error(e: Any) -> None:
         echo(f"hint: {e.hint}", err=True)
 
 
+def guarded(run: Any) -> Any:
+    """``run()``, with the errors every command can end in turned into a message and an exit code,
+    the same for the fast path and click (``ds01.cli.app`` adds click's own): a DS01Error is one
+    line of message, one of hint and its class's exit code; Ctrl-C is "aborted", 130; a closed
+    pipe (``| head``) is quiet, 1."""
+    from ds01.errors import DS01Error
+
+    try:
+        return run()
+    except DS01Error as e:
+        report_error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\naborted\n")
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
 def ago(ts: float | None) -> str:
     if not ts:
         return "-"

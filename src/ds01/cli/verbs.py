@@ -15,7 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from ds01.cli.lazy import Client, q
+from ds01.cli.lazy import Client
+from ds01.client import api
 from ds01.cli.output import ago, colour, echo, ok, print_json, table
 
 
@@ -29,9 +30,10 @@ def print_queued(out: dict) -> None:
 
 
 def create(project: str, *, image: str | None = None, cpu_only: bool = False, gpu: dict | None = None,
-           user: str | None = None, as_json: bool = False) -> None:
-    out = Client().call("POST", "/v1/containers", {"project": project, "image": image, "cpu_only": cpu_only,
-                                                    "user": user, **(gpu or {})})
+           queue: bool | None = None, user: str | None = None, as_json: bool = False) -> None:
+    """``container-create``; ``gpu`` is :func:`ds01.cli.options.gpu_request`'s dict."""
+    out = api.container_create(Client(), project, image=image, cpu_only=cpu_only, queue=queue, user=user,
+                               **(gpu or {}))
     if as_json:
         return print_json(out)
     if out.get("queued"):
@@ -49,11 +51,10 @@ DONE = {
 }
 
 
-def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
+def verb(name: str, project: str, as_json: bool = False, **options: Any) -> dict:
     """``container-{start,stop,remove}``: one call, one line. Options left at None are not sent
     (the daemon's defaults are the same)."""
-    out = Client().call("POST", f"/v1/containers/{q(project)}/{name}",
-                        {k: v for k, v in body.items() if v is not None})
+    out = getattr(api, f"container_{name}")(Client(), project, **options)
     if as_json:
         print_json(out)
     else:
@@ -63,8 +64,7 @@ def verb(name: str, project: str, body: dict, as_json: bool) -> dict:
 
 def list_containers(*, show_all: bool = False, all_users: bool = False, user: str | None = None,
                     as_json: bool = False) -> None:
-    rows = Client().call("GET", "/v1/containers",
-                         params={"all_users": all_users, "user": user, "running": not show_all})
+    rows = api.containers(Client(), all_users=all_users, user=user, running=not show_all)
     if as_json:
         return print_json(rows)
     cols = ["project", "status", "image", "gpus", "created", "name"]
@@ -75,21 +75,28 @@ def list_containers(*, show_all: bool = False, all_users: bool = False, user: st
         for r in rows), empty="no containers" + ("" if show_all else " running (--all shows stopped ones)"))
 
 
-# --------------------------------------------------------------------------- L3 deploy
+def find_container(project: str, *, missing_ok: bool = False) -> dict | None:
+    """The caller's container record for PROJECT (running or not). None when there is none and
+    ``missing_ok``; else NotFound."""
+    for r in api.containers(Client()):
+        if r.get("project") == project:
+            return r
+    if missing_ok:
+        return None
+    from ds01.errors import NotFound
+
+    raise NotFound(f"project {project!r} has no container", "'container-list --all' shows your containers")
+
+
+# ------------------------------------------------------------------------- L3 deploy
 
 
 def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,
            ports: list[int] | None = None) -> dict[str, Any]:
     """One call to the daemon's deploy: create + start (rollback on failure), or reuse the
     project's container. Returns the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
-    body: dict[str, Any] = {"project": project, **(gpu or {})}
-    if image:
-        body["image"] = image
-    if queue:
-        body["queue"] = True
-    if ports:
-        body["ports"] = ports
-    return Client().call("POST", "/v1/containers/deploy", body)
+    return api.container_deploy(Client(), project, image=image or None, queue=queue or None, ports=ports,
+                                **(gpu or {}))
 
 
 def report_deploy(project: str, out: dict[str, Any]) -> None:
@@ -139,21 +146,15 @@ def finish_background(project: str, out: dict[str, Any], as_json: bool) -> None:
 
 def unchanged_image(project: str, ws: str) -> str | None:
     """The project image's name when the Dockerfile and requirements.txt are what this account
-    last built or confirmed (the stamp) and nothing else goes into the image; else None. Unchanged
-    size and mtime settle it without reading the files (like make); otherwise their hash does."""
+    last built or confirmed (the stamp) and nothing else goes into the image; else None
+    (:func:`ds01.projects.stamps.stamp_verdict`, without asking the daemon)."""
     from ds01.names import image_name
-    from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp
+    from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, stamp_verdict
     from ds01.projects.workspace import current_user
 
-    stamp = read_stamp(project)
-    if stamp is None or stamp.get("workspace") != ws:
-        return None
-    name = f"{image_name(current_user()[0], project)}:latest"
-    if stamp.get("covers") and stamp.get("files") and stamp["files"] == file_signature(ws):
-        return name
-    from ds01.projects.launch import client_hash, hash_covers_build
+    def current() -> tuple[str, bool]:
+        from ds01.projects.launch import client_hash, hash_covers_build
 
-    try:
         with open(os.path.join(ws, "Dockerfile"), encoding="utf-8", errors="replace") as f:
             text = f.read()
         req_p = os.path.join(ws, REQUIREMENTS)
@@ -161,11 +162,14 @@ def unchanged_image(project: str, ws: str) -> str | None:
         if os.path.isfile(req_p):
             with open(req_p, "rb") as fb:
                 req = fb.read()
+        return client_hash(text, req), hash_covers_build(text)
+
+    try:
+        if stamp_verdict(read_stamp(project), ws, current, signature=file_signature(ws)) is not None:
+            return None
     except OSError:
         return None
-    if stamp.get("hash") != client_hash(text, req) or not hash_covers_build(text):
-        return None
-    return name
+    return f"{image_name(current_user()[0], project)}:latest"
 
 
 def launch_unchanged(project: str, ws: str, *, gpu: dict | None = None, queue: bool = False,

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Iterator
 
-from ds01.client.http import q
+from ds01.client.api import exec_path
 from ds01.errors import DaemonUnavailable, RuntimeFailure, from_dict
 
 EXIT = 0  # the "stream" number messages() uses for the exit code
@@ -31,7 +31,7 @@ def open_exec(project: str, request: dict[str, Any], timeout: float | None = 30)
 
     path = socket_path_from_env()
     try:
-        ws = unix_connect(path, uri=f"ws://localhost/v1/containers/{q(project)}/exec", max_size=2**22,
+        ws = unix_connect(path, uri="ws://localhost" + exec_path(project), max_size=2**22,
                           open_timeout=30, close_timeout=2)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         raise DaemonUnavailable(f"cannot reach the DS01 daemon at {path} ({e})", "ask an admin to start ds01d")

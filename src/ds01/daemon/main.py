@@ -16,6 +16,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from ds01.errors import ConfigError, DS01Error
 from ds01.paths import Paths
@@ -78,14 +79,65 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def build_services(ctx, on_release: Callable[[], None] | None = None):
+    """The composition root: every service, built once, each given its collaborators when it is
+    constructed. ``on_release`` is called (from worker threads) after GPU devices were released."""
+    from ds01.daemon.services import Services
+    from ds01.services.containers import ContainerService
+    from ds01.services.gpus import GpuService
+    from ds01.services.images import ImageService
+    from ds01.services.lifecycle import LifecycleService
+    from ds01.services.status import StatusService
+    from ds01.services.usage import UsageService
+
+    containers: ContainerService | None = None
+
+    def remove_container(actor, who, project: str) -> None:
+        # image-delete --force: through ContainerService, so its side effects (the queue's
+        # wake-up on released devices) happen too; bound once ``containers`` exists below
+        assert containers is not None
+        containers.remove(actor, who, project, force=True)
+
+    images = ImageService(ctx, remove_container=remove_container)
+    containers = ContainerService(ctx, on_release=on_release, images=images)
+    gpu = GpuService(containers)
+    return Services(ctx=ctx, images=images, containers=containers, gpu=gpu,
+                    lifecycle=LifecycleService(ctx, containers), status=StatusService(containers, gpu),
+                    usage=UsageService(ctx, containers))
+
+
+def build_app(s, metrics=None):
+    """The API application: identity/audit middleware, every route table, and (with ``metrics``)
+    the latency middleware, outermost so it times refusals too."""
+    from aiohttp import web
+
+    from ds01.daemon.http import api_middleware
+    from ds01.daemon.routes import containers, gpus, images, lifecycle, status, system
+    from ds01.daemon.routes import exec as exec_
+
+    app = web.Application(middlewares=[api_middleware(s.ctx)], client_max_size=s.ctx.config.daemon.max_body)
+    for table in (system, containers, gpus, exec_, lifecycle, images, status):
+        app.add_routes(table.routes(s))
+    if metrics is not None:
+        app.middlewares.insert(0, metrics.middleware())
+
+        async def precreate(app: web.Application) -> None:
+            metrics.precreate_endpoints(app)
+
+        app.on_startup.append(precreate)
+    return app
+
+
 async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cfg_path: Path) -> None:
     from aiohttp import web
 
-    from ds01.daemon.app import build_app
-    from ds01.daemon.events import EventLog
+    from ds01.daemon.loops import Waker, run_ticks
+    from ds01.daemon.metrics import Metrics
+    from ds01.daemon.observability import Observability
     from ds01.errors import RuntimeFailure
     from ds01.runtime.docker import DockerBackend
     from ds01.services.context import Context
+    from ds01.services.events import EventLog
     from ds01.state.db import Store
 
     loop = asyncio.get_running_loop()
@@ -108,8 +160,12 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
              len(inventory.allocatable), inventory.driver_version)
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
                   gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
-    app = build_app(ctx)
-    summary = await asyncio.to_thread(app["api"].containers.reconcile)
+    waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
+    services = build_services(ctx, on_release=waker.kick)
+    metrics = Metrics(services, services.status)
+    events.listeners.append(metrics.on_event)  # lifecycle actions, queue waits, build durations
+    app = build_app(services, metrics)
+    summary = await asyncio.to_thread(services.containers.reconcile)
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -124,23 +180,18 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     log.info("listening on %s (instance %s; %s)", socket_path, ctx.instance,
              ", ".join(f"{k}={v}" for k, v in summary.items()))
 
-    from ds01.daemon.loops import run_ticks
-    from ds01.daemon.routes_status import Observability
-
-    obs = Observability(app, app["api"])
+    obs = Observability(services, metrics)
     await obs.start(cfg.daemon.tick_interval)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ticker = asyncio.create_task(run_ticks(app["api"], cfg.daemon.tick_interval, stop))
+    ticker = asyncio.create_task(run_ticks(services, waker, cfg.daemon.tick_interval, stop))
     await stop.wait()
-    api_obj = app["api"]
-    if api_obj.wakeup is not None:
-        api_obj.wakeup.set()
+    waker.kick()
     await ticker
     log.info("shutting down")
-    api_obj.lifecycle.close()
+    services.lifecycle.close()
     await obs.stop()
     events.emit("daemon.stop", target=str(socket_path))
     await runner.cleanup()

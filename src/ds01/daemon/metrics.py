@@ -67,7 +67,8 @@ def endpoint_of(request: Any) -> str:
 
 
 class Metrics:
-    """The daemon's registry. ``api`` is the daemon's ``Api`` (ctx, gpu, containers)."""
+    """The daemon's registry. ``api``: anything with the services' ``ctx`` (the daemon passes
+    its ``Services``); ``status``: the StatusService whose cached utilization scrapes share."""
 
     def __init__(self, api: Any, status: Any = None):
         self.api = api
@@ -103,11 +104,8 @@ class Metrics:
     # -- feeds -----------------------------------------------------------------------------
     def _seed_lifecycle(self) -> None:
         """Start the lifecycle counters from the recorded history (monotonic across restarts)."""
-        conds = " OR ".join("action LIKE ?" for _ in LIFECYCLE_PREFIXES)
         try:
-            rows = self.ctx.store.query(
-                f"SELECT action, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM events WHERE {conds} "
-                "GROUP BY action, reason", tuple(p + "%" for p in LIFECYCLE_PREFIXES))
+            rows = self.ctx.store.event_counts(LIFECYCLE_PREFIXES)
         except Exception:
             log.exception("could not read lifecycle history for metrics")
             return
@@ -280,9 +278,8 @@ class StateCollector(Collector):
 
         per_user: dict[str, float] = {}
         # users seen in the last week stay listed at 0, so their series do not vanish between jobs
-        for row in store.query("SELECT DISTINCT user FROM allocations WHERE end IS NULL OR end > ?",
-                               (now - 7 * 86400,)):
-            per_user[row["user"]] = 0.0
+        for name in store.allocation_users(since=now - 7 * 86400):
+            per_user[name] = 0.0
         for name in ctx.config.users:
             per_user.setdefault(name, 0.0)
         for a in allocs:
@@ -293,9 +290,7 @@ class StateCollector(Collector):
         yield ug
 
         by_state = {s: 0 for s in CONTAINER_STATES}
-        for row in store.query("SELECT status, COUNT(*) AS n FROM containers WHERE status IN (?,?,?,?) "
-                               "GROUP BY status", CONTAINER_STATES):
-            by_state[row["status"]] = row["n"]
+        by_state.update(store.container_counts(CONTAINER_STATES))
         cg = GaugeMetricFamily("ds01_containers", "Managed containers by state", labels=["state"])
         for s, n in by_state.items():
             cg.add_metric([s], n)

@@ -207,9 +207,8 @@ class StatusPage:
             await self.runner.cleanup()
             self.runner = None
             return None
-        server = site._server
-        sock = server.sockets[0] if server and server.sockets else None
-        self.address = sock.getsockname()[:2] if sock else (host, int(port))
+        addrs = self.runner.addresses  # what was bound (port 0 = a free one)
+        self.address = tuple(addrs[0][:2]) if addrs else (host, int(port))
         log.info("status page on http://%s:%d/", *self.address)
         return self.address
 

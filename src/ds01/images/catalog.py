@@ -436,6 +436,18 @@ def normalize_ref(ref: str) -> ImageRef:
     return ImageRef(domain, path, tag, digest or None)
 
 
+def user_image_owner(ref: str) -> str | None:
+    """For a per-user image reference ``ds01/<user>/<project>[:tag]`` (any spelling the engine
+    accepts: ``docker.io/``, ``index.docker.io/``, digests …) the ``<user>`` part, else None
+    (``ds01/base:latest`` is a lab image, not a per-user one). Deeper ``ds01/a/b/c`` paths
+    also answer ``a``: they are in the per-user namespace and never a lab image."""
+    try:
+        parts = normalize_ref(ref).ds01_parts()
+    except InvalidInput:
+        return None
+    return parts[0] if parts is not None and len(parts) >= 2 else None
+
+
 def _normalize_prefix(prefix: str) -> str:
     """An admin's allowed prefix in the normalised spelling (``python:`` ->
     ``docker.io/library/python:``, ``ds01/`` -> ``docker.io/ds01/``, ``nvcr.io/nvidia/`` as is)."""

@@ -10,7 +10,7 @@ context as a tar stream to its stdout and, at the end, one JSON line to its stde
 so the kernel decides what the user may read. The child runs as the user, so the user can
 tamper with it: the daemon trusts its report only for *refusals*. On success the daemon parses
 the tar stream itself, re-packs it into a root-owned spool and takes the Dockerfile from there
-(:class:`BuildContext`), so what is checked is exactly what is sent to the engine. Rules (documented in ``image-create --help``):
+(``build_context.BuildContext``), so what is checked is exactly what is sent to the engine. Rules (documented in ``image-create --help``):
 
 * The project directory must resolve inside the user's trust root (the home, or the configured
   workspace base) and contain a regular file ``Dockerfile``.
@@ -31,9 +31,11 @@ the tar stream itself, re-packs it into a root-owned spool and takes the Dockerf
 The ``digest`` covers every entry's path, type, permission bits, link target and content (not
 mtimes or owners), so two contexts with equal digests build equal images.
 
-The functions above ``child_main`` are pure or only read the filesystem; they are imported in
-the child with the standard library alone (no site-packages), so keep this module's imports
-stdlib-only and light (no dataclasses/typing: the child's start-up time is part of every build).
+This module is what the child runs: it is imported there with the standard library alone (no
+site-packages), so keep its imports stdlib-only and light (no dataclasses/typing: the child's
+start-up time is part of every build). The daemon side (start the child, re-pack its tar) is
+``ds01.images.build_context``; the metadata-only check for "nothing changed" is
+``ds01.images.fingerprint``.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class Entry:
         self.rel, self.kind, self.size, self.mode, self.link = rel, kind, size, mode, link
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
@@ -185,7 +187,7 @@ def scan(root: str, patterns: list[Pattern]) -> list[Entry]:
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(de.path)
                 real = os.path.realpath(de.path)
-                if not _inside(real, root):
+                if not inside(real, root):
                     raise ContextRefused("symlink", path=rel, target=target, real=real)
                 entries.append(Entry(rel, "symlink", link=target))
             elif stat.S_ISREG(st.st_mode):
@@ -230,7 +232,7 @@ def write_tar(root: str, entries: list[Entry], out) -> str:
     return "sha256:" + h.hexdigest()
 
 
-class _Hashing:
+class HashingReader:
     def __init__(self, f, h, size: int):
         self.f, self.h, self.left = f, h, size
 
@@ -256,7 +258,7 @@ def _add_file(tar: tarfile.TarFile, ti: tarfile.TarInfo, path: str, rel: str, h)
         ti.size, ti.mtime = st.st_size, int(st.st_mtime)
         h.update(st.st_size.to_bytes(8, "big"))
         try:
-            tar.addfile(ti, _Hashing(f, h, st.st_size))
+            tar.addfile(ti, HashingReader(f, h, st.st_size))
         except OSError:  # shrank while being read
             raise ContextRefused("changed", path=rel) from None
 
@@ -274,7 +276,7 @@ def child_main(argv: list[str]) -> int:
     try:
         real_root = os.path.realpath(trust_root)
         real = os.path.realpath(os.path.join(base, project))
-        if not _inside(real, real_root):
+        if not inside(real, real_root):
             return report(error="outside", path=os.path.join(base, project), real=real, root=real_root)
         if not os.path.isdir(real):
             return report(error="missing", path=real)
@@ -303,376 +305,3 @@ def child_main(argv: list[str]) -> int:
         return report(error="unreadable", path=getattr(e, "filename", None) or "?")
     except OSError as e:
         return report(error="os", path=getattr(e, "filename", None) or "?", msg=e.strerror or str(e))
-
-
-# --------------------------------------------------------------------------- stat fingerprint (daemon side)
-#
-# A no-op rebuild should not pay for a child process and a full read of the context. Like
-# BuildKit's context transfer (which re-sends only files whose stat changed) and git's index, the
-# daemon compares *metadata* with what it recorded at the last build: every entry's path, type,
-# mode, owner, size, mtime, ctime and inode (ctime cannot be set by the user, and changes on every
-# write, chmod, chown or rename). Root only looks, never reads a file of the user's, walking with
-# directory fds and O_NOFOLLOW so a symlink swapped in cannot take it elsewhere. It vouches for
-# nothing unusual: any error, anything not owned as expected, or a file changed in the last
-# ``racy_s`` seconds (timestamps are coarse: an edit within the same tick would keep them) gives
-# None, and the full read as the user decides, as before.
-
-_DEFAULT_PATTERNS = parse_patterns(DEFAULT_EXCLUDES)  # fixed, so safe to match as root
-FP_MAX_ENTRIES = 20_000  # more: the full read decides (a context that big is read anyway)
-FP_MAX_DEPTH = 64
-
-
-class _NoVouch(Exception):
-    pass
-
-
-def _check_root_ignore(dirfd: int, uid: int) -> None:
-    """The user's ``.dockerignore`` is never compiled as root (a crafted glob can make a regex
-    backtrack for minutes, and the daemon must not stall): the walk covers everything outside
-    the default excludes, a superset of what is sent, and ``.dockerignore`` itself is part of it.
-    That is exact unless a ``!`` line re-includes something from a default-excluded folder:
-    then no vouching."""
-    try:
-        pre = os.stat(".dockerignore", dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    except OSError:
-        raise _NoVouch from None
-    # only the user's own plain file (not a hard link to something else) is ever opened
-    if not stat.S_ISREG(pre.st_mode) or pre.st_uid != uid or pre.st_nlink != 1 or pre.st_size > 1024 * 1024:
-        raise _NoVouch
-    try:
-        fd = os.open(".dockerignore", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
-    except OSError:
-        raise _NoVouch from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (pre.st_dev, pre.st_ino):
-            raise _NoVouch
-        # Any "!" at all, not just at a line start: line splitting and whitespace here need not
-        # match the reader's (form feeds, Unicode spaces), and being stricter is always safe.
-        if b"!" in f.read(1024 * 1024 + 1):
-            raise _NoVouch
-
-
-def _mounts_below(path: str) -> bool:
-    """Is anything mounted inside ``path``? (a FUSE mount a user made could hang root's stat)"""
-    prefix = path.rstrip("/") + "/"
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split(" ")
-                if len(fields) <= 4:
-                    continue
-                # mount points are octal-escaped (\\040 for a space, …)
-                mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-                if mp.startswith(prefix):
-                    return True
-    except OSError:
-        return True
-    return False
-
-
-def stat_fingerprint(trust_root: str, base: str, project: str, uid: int, racy_s: float = 2.0) -> str | None:
-    """``sha256:…`` over the metadata of every entry outside :data:`DEFAULT_EXCLUDES` (a superset
-    of what :func:`scan` sends, see :func:`_check_root_ignore`), or None when it cannot vouch for
-    them (see above). Runs as root in the daemon; bounded (entries, depth); reads no file content
-    except a scan of the user's own ``.dockerignore`` for ``!`` lines."""
-    import time
-
-    start = time.time_ns()
-    limit = start - int(racy_s * 1e9)
-    try:
-        real_root = os.path.realpath(trust_root)
-        real = os.path.realpath(os.path.join(base, project))
-        if not _inside(real, real_root) or _mounts_below(real):
-            return None
-        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    h = hashlib.sha256()
-    count = 0
-
-    def walk(dirfd: int, rel_dir: str, depth: int = 0) -> None:
-        nonlocal count
-        if depth > FP_MAX_DEPTH:
-            raise _NoVouch
-        items = []
-        with os.scandir(dirfd) as it:
-            for de in it:  # counted while listing: a directory of millions never sits in memory
-                count += 1
-                if count > FP_MAX_ENTRIES:
-                    raise _NoVouch
-                items.append(de)
-        items.sort(key=lambda e: e.name)
-        for de in items:
-            rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-            # the defaults have no "!" lines (and a .dockerignore with one is declined): an excluded
-            # directory never has anything re-included below it
-            if is_excluded(rel, _DEFAULT_PATTERNS) and rel != DOCKERFILE:
-                continue
-            st = de.stat(follow_symlinks=False)
-            if st.st_dev != dev:
-                raise _NoVouch  # another filesystem mounted in the project
-            if stat.S_ISDIR(st.st_mode):
-                h.update(f"d\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\n".encode("utf-8", "surrogateescape"))
-                sub = os.open(de.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-                try:
-                    walk(sub, rel, depth + 1)
-                finally:
-                    os.close(sub)
-                continue
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                continue  # FIFOs, sockets, devices: skipped by scan too
-            if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
-                raise _NoVouch  # racily clean: it may change again within the same timestamp
-            link = os.readlink(de.name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else ""
-            h.update(f"{'l' if link else 'f'}\0{rel}\0{st.st_mode:o}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
-                     f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{link}\n".encode("utf-8", "surrogateescape"))
-
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != uid:
-            return None
-        dev = st.st_dev
-        _check_root_ignore(fd, uid)
-        walk(fd, "")
-    except (_NoVouch, OSError):
-        return None
-    finally:
-        os.close(fd)
-    return "sha256:" + h.hexdigest()
-
-
-# --------------------------------------------------------------------------- daemon side
-
-
-class BuildContext:
-    """A context read by the child and re-packed by the daemon.
-
-    Nothing the child *says* is trusted for a decision: its tar stream is parsed here, every
-    member is copied into a root-owned spool (``tar``) except ``Dockerfile``, whose bytes are held
-    back (``dockerfile``, the exact text the checks see). :meth:`seal` then appends the Dockerfile
-    the daemon decided to build (checked and rewritten) and rewinds the spool, so the engine gets
-    exactly the bytes that were checked; a file the user swaps while the child reads it changes
-    nothing. ``digest``/``files``/``bytes`` are computed here from what was copied (the
-    Dockerfile is not part of ``digest``: the content hash covers the rewritten text)."""
-
-    def __init__(self, tar, writer, digest: str, files: int, bytes: int, dockerfile: str, path: str):
-        self.tar, self._writer, self.digest, self.files, self.bytes = tar, writer, digest, files, bytes
-        self.dockerfile, self.path = dockerfile, path
-
-    def seal(self, dockerfile: str) -> None:
-        """Append ``dockerfile`` as the context's only ``Dockerfile`` and rewind ``tar``."""
-        import io
-
-        data = dockerfile.encode("utf-8")
-        ti = tarfile.TarInfo(DOCKERFILE)
-        ti.size, ti.mode, ti.mtime = len(data), 0o644, 0
-        self._writer.addfile(ti, io.BytesIO(data))
-        self._writer.close()
-        self.tar.seek(0)
-
-
-_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from ds01.images.context import child_main; "
-          "sys.exit(child_main(sys.argv[2:]))")
-
-
-class _Overflow(Exception):
-    pass
-
-
-class _Bad(Exception):
-    """The child's tar is not what the child writes (malformed or tampered with)."""
-
-
-class _Counting:
-    """The child's stdout, counted: raises _Overflow past ``cap`` bytes."""
-
-    def __init__(self, f, cap: int):
-        self.f, self.cap, self.total = f, cap, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n if n is not None and n >= 0 else 1024 * 1024)
-        self.total += len(data)
-        if self.total > self.cap:
-            raise _Overflow()
-        return data
-
-
-def _repack(src, out_tar, max_bytes: int) -> tuple[bytes | None, str, int, int]:
-    """Copy the members of the tar stream ``src`` into the tarfile writer ``out_tar`` with clean
-    headers, holding back ``Dockerfile``. Returns (Dockerfile bytes or None, digest, files, bytes).
-    Raises _Bad for anything the child never writes (links out of place, devices, hard links,
-    ``..``, a second Dockerfile, …) and _Overflow past ``max_bytes`` of file data."""
-    import posixpath
-
-    h = hashlib.sha256()
-    dockerfile: bytes | None = None
-    seen_df = False
-    files = total = 0
-    names: set[str] = set()
-    try:
-        with tarfile.open(fileobj=src, mode="r|") as tin:
-            for m in tin:
-                name = posixpath.normpath(m.name.lstrip("/"))
-                if name in (".", "") or name == ".." or name.startswith("../") or name in names:
-                    raise _Bad(m.name)
-                names.add(name)
-                if name == DOCKERFILE:
-                    if seen_df or not m.isreg() or m.size > MAX_DOCKERFILE:
-                        raise _Bad(m.name)
-                    seen_df = True
-                    f = tin.extractfile(m)
-                    dockerfile = f.read(MAX_DOCKERFILE + 1) if f else b""
-                    continue
-                if name.startswith(DOCKERFILE + "/"):
-                    raise _Bad(m.name)
-                ti = tarfile.TarInfo(name)
-                ti.mode, ti.mtime = m.mode & 0o7777, int(m.mtime)
-                if m.isdir():
-                    kind = "dir"
-                    ti.type = tarfile.DIRTYPE
-                elif m.issym():
-                    kind = "symlink"
-                    ti.type, ti.linkname = tarfile.SYMTYPE, m.linkname
-                elif m.isreg():
-                    kind = "file"
-                else:
-                    raise _Bad(m.name)
-                h.update(f"{kind}\0{name}\0{ti.mode:o}\0{ti.linkname}\0".encode("utf-8", "surrogateescape"))
-                if kind != "file":
-                    out_tar.addfile(ti)
-                    continue
-                total += m.size
-                if total > max_bytes:
-                    raise _Overflow()
-                files += 1
-                ti.size = m.size
-                h.update(m.size.to_bytes(8, "big"))
-                f = tin.extractfile(m)
-                out_tar.addfile(ti, _Hashing(f, h, m.size))
-    except (tarfile.TarError, EOFError, OSError, UnicodeError, ValueError) as e:
-        raise _Bad(str(e)) from None
-    return dockerfile, "sha256:" + h.hexdigest(), files, total
-
-
-def read_context(uid: int, gid: int, groups: list[int], trust_root: str, base: str, project: str,
-                 max_bytes: int, timeout: float = 600) -> BuildContext:
-    """Run the child as ``uid``/``gid``/``groups``, re-pack its tar into a daemon-owned spool
-    (see :class:`BuildContext`; call ``seal`` before sending it). Raises the DS01Error that
-    matches the child's refusal (see :func:`refusal_error`)."""
-    import subprocess
-    import tempfile
-    import threading
-
-    from ds01.errors import DS01Error, InvalidInput
-
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    tar = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)
-    writer = tarfile.open(fileobj=tar, mode="w|", format=tarfile.PAX_FORMAT)
-    err = tempfile.TemporaryFile()
-    # Headroom for tar headers/padding on top of the file bytes the child already capped.
-    cap = max_bytes + 64 * 1024 * 1024
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _CHILD, pkg_parent, trust_root, base, project, str(max_bytes)],
-            user=uid, group=gid, extra_groups=groups, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-            cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
-    except OSError as e:
-        tar.close()
-        raise DS01Error(f"could not start reading the build context: {e}") from None
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    src = _Counting(proc.stdout, cap)
-    overflow = bad = False
-    dockerfile, digest, files, total = None, "", 0, 0
-    try:
-        try:
-            dockerfile, digest, files, total = _repack(src, writer, max_bytes)
-            while src.read(1024 * 1024):  # the end-of-archive padding; lets the child exit
-                pass
-        except _Overflow:
-            overflow = True
-            proc.kill()
-        except _Bad:
-            bad = True
-            try:
-                while src.read(1024 * 1024):
-                    pass
-            except _Overflow:
-                proc.kill()
-        proc.wait()
-    finally:
-        timer.cancel()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    err.seek(0)
-    lines = err.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()
-    err.close()
-    try:
-        res = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        res = {}
-    if not isinstance(res, dict):
-        res = {}
-    if overflow:
-        res = {"error": "too_big", "bytes": max(src.total, total), "limit": max_bytes, "largest": []}
-    elif res.get("ok") and (bad or proc.returncode != 0):
-        res = {"error": "crashed", "msg": "the build context stream was malformed"}
-    if not res.get("ok"):
-        tar.close()
-        raise refusal_error(res or {"error": "crashed", "msg": "\n".join(lines[-3:]) or f"exit {proc.returncode}"},
-                            project)
-    if dockerfile is None:
-        tar.close()
-        raise refusal_error({"error": "no_dockerfile", "path": os.path.join(str(res.get("path", "?")), DOCKERFILE)},
-                            project)
-    try:
-        text = dockerfile.decode("utf-8")
-    except UnicodeDecodeError:
-        tar.close()
-        raise InvalidInput("the Dockerfile is not UTF-8 text", "save it as UTF-8") from None
-    return BuildContext(tar=tar, writer=writer, digest=digest, files=files, bytes=total, dockerfile=text,
-                        path=str(res.get("path", "")))
-
-
-def refusal_error(res: dict, project: str):
-    """Map the child's ``{"error": code, …}`` to the DS01Error the user sees."""
-    from ds01.errors import DS01Error, InvalidInput, NotFound, PermissionDenied, PolicyDenied
-
-    code, path = res.get("error"), res.get("path", "?")
-    if code == "symlink":
-        return PermissionDenied(
-            f"the build context contains a symlink that leaves the project: {path} -> {res.get('target')}",
-            "builds only read files inside the project; copy what you need into the project, "
-            "or list the link in .dockerignore",
-            {"path": path, "target": res.get("target")})
-    if code == "unreadable":
-        return PermissionDenied(f"you cannot read {path} in the build context",
-                                "fix its permissions (chmod u+r) or list it in .dockerignore", {"path": path})
-    if code == "outside":
-        return PermissionDenied(f"the project {res.get('path')} resolves to {res.get('real')}, outside {res.get('root')}",
-                                "workspaces must really live inside your home")
-    if code == "missing":
-        return NotFound(f"project {project!r} has no workspace ({path})",
-                        f"create it with 'image-create {project}' or 'dir-create {project}'")
-    if code == "no_dockerfile":
-        return NotFound(f"project {project!r} has no Dockerfile ({path})",
-                        f"write one with 'image-create {project}'")
-    if code == "dockerfile_too_big":
-        return InvalidInput(f"the Dockerfile is larger than {res.get('limit')} bytes")
-    if code == "too_big":
-        from ds01.units import format_size
-
-        big = ", ".join(f"{name} ({format_size(size)})" for name, size in res.get("largest") or [])
-        return PolicyDenied(
-            f"the build context is {format_size(int(res.get('bytes', 0)))}, over the limit of "
-            f"{format_size(int(res.get('limit', 0)))}",
-            "list big folders in the project's .dockerignore (the workspace is mounted at /workspace "
-            "anyway, so data need not be in the image)" + (f"; largest: {big}" if big else ""),
-            {"largest": res.get("largest") or []})
-    if code == "changed":
-        return DS01Error(f"{path} changed while the build context was read", "run the build again")
-    return DS01Error(f"could not read the build context: {res.get('msg') or code} ({path})")

@@ -1,5 +1,6 @@
 """Dockerfile text helpers with no heavy imports (the CLI uses them on every launch):
-instruction splitting as Docker does it, and the content hash that decides "nothing changed"."""
+instruction and word splitting as Docker does them (the one port of the engine's parser;
+``images.dockerfile_check`` builds on it), and the content hash that decides "nothing changed"."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _physical_lines(text: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def _continues(line: str, escape: str) -> tuple[str, bool]:
+def strip_continuation(line: str, escape: str) -> tuple[str, bool]:
     """(line without the continuation, True) when ``line`` ends in ``escape`` + spaces/tabs."""
     j = len(line)
     while j > 0 and line[j - 1] in " \t":
@@ -121,7 +122,7 @@ def joined_lines(text: str) -> list[tuple[int, str]]:
         if token.startswith("#"):
             continue
         start = i
-        line, more = _continues(token, escape)
+        line, more = strip_continuation(token, escape)
         if not more and line == "":
             continue
         while more and i < len(lines):
@@ -132,76 +133,118 @@ def joined_lines(text: str) -> list[tuple[int, str]]:
                 continue  # a comment inside a continuation: skipped
             if _lstrip(raw) == "":
                 continue  # an empty line inside a continuation: skipped, the instruction goes on
-            seg, more = _continues(raw, escape)
+            seg, more = strip_continuation(raw, escape)
             line += seg
         out.append((start, line))
     return out
 
 
-def _builder_flags(line: str) -> tuple[str, list[str]]:
-    """extractBuilderFlags: (rest of the line, flag words). Works on the UTF-8 bytes, as the
-    engine does."""
-    b = line.encode("utf-8", "surrogateescape")
-    words: list[bytes] = []
+_GO_SPACE_ORD = frozenset(map(ord, _GO_SPACE))
+_QUOTES = (0x22, 0x27)
+_ESC = 0x5C  # the escape character (only the default is supported, see joined_lines)
+
+
+def _scan_words(line: str, builder: bool) -> tuple[str, list[str]]:
+    """The engine's two word splitters, one state machine; they differ only where ``builder`` says.
+
+    * ``parseWords`` (``builder=False``, LABEL/ENV ``key=value`` splitting): reads runes,
+      ``unicode.IsSpace`` separates words; quotes and escapes stay in the word, and inside single
+      quotes the escape is an ordinary character.
+    * ``extractBuilderFlags`` (``builder=True``): reads the UTF-8 *bytes* (each byte taken as a
+      rune for IsSpace); quotes and escapes are processed away; stops at the first word that does
+      not start with ``--`` (or after a bare ``--``) and returns the rest of the line from there.
+
+    Returns (rest of the line, words); the rest is always "" for parseWords."""
+    if builder:
+        raw = line.encode("utf-8", "surrogateescape")
+        seq: bytes | list[int] = raw
+        spaces = _GO_SPACE_BYTE
+    else:
+        seq = [ord(c) for c in line]
+        spaces = _GO_SPACE_ORD
+
+    def text(w: list[int]) -> str:
+        return bytes(w).decode("utf-8", "surrogateescape") if builder else "".join(map(chr, w))
+
+    def rest(at: int) -> str:
+        return raw[at:].decode("utf-8", "surrogateescape")
+
     IN_SPACES, IN_WORD, IN_QUOTE = 0, 1, 2
-    phase, word, quote, blank_ok = IN_SPACES, bytearray(), 0, False
-    pos, n = 0, len(b)
-    rest = b""
+    words: list[str] = []
+    word: list[int] = []
+    phase, quote, blank_ok = IN_SPACES, 0, False
+    pos, n = 0, len(seq)
     while pos <= n:
-        ch = b[pos] if pos < n else 0
+        ch = seq[pos] if pos < n else 0
         if phase == IN_SPACES:
             if pos == n:
                 break
-            if ch in _GO_SPACE_BYTE:
+            if ch in spaces:
                 pos += 1
                 continue
-            if ch != 0x2D or pos + 1 == n or b[pos + 1] != 0x2D:
-                rest = b[pos:]
-                return rest.decode("utf-8", "surrogateescape"), [w.decode("utf-8", "surrogateescape") for w in words]
+            if builder and (ch != 0x2D or pos + 1 == n or seq[pos + 1] != 0x2D):
+                return rest(pos), words  # only words starting with "--" are flags
             phase = IN_WORD
-        if phase in (IN_WORD, IN_QUOTE) and pos == n:
-            if bytes(word) != b"--" and (blank_ok or word):
-                words.append(bytes(word))
+        if pos == n:  # the end, inside a word or quote
+            if (blank_ok or word) and not (builder and text(word) == "--"):
+                words.append(text(word))
             break
         if phase == IN_WORD:
-            if ch in _GO_SPACE_BYTE:
+            if ch in spaces:
                 phase = IN_SPACES
-                if bytes(word) == b"--":
-                    return (b[pos:].decode("utf-8", "surrogateescape"),
-                            [w.decode("utf-8", "surrogateescape") for w in words])
+                if builder and text(word) == "--":
+                    return rest(pos), words
                 if blank_ok or word:
-                    words.append(bytes(word))
-                word, blank_ok = bytearray(), False
+                    words.append(text(word))
+                word, blank_ok = [], False
                 pos += 1
                 continue
-            if ch in (0x27, 0x22):
+            if ch in _QUOTES:
                 quote, blank_ok, phase = ch, True, IN_QUOTE
-                pos += 1
-                continue
-            if ch == 0x5C:
-                if pos + 1 == n:
+                if builder:
                     pos += 1
                     continue
+            if ch == _ESC:
+                if pos + 1 == n:
+                    pos += 1
+                    continue  # an escape at the very end is dropped
+                if not builder:
+                    word.append(ch)
                 pos += 1
-                ch = b[pos]
+                ch = seq[pos]
             word.append(ch)
             pos += 1
             continue
-        if phase == IN_QUOTE:
-            if ch == quote:
+        # IN_QUOTE
+        if ch == quote:
+            phase = IN_WORD
+            if builder:
+                pos += 1
+                continue
+        if ch == _ESC and (builder or quote != 0x27):
+            if pos + 1 == n:
                 phase = IN_WORD
                 pos += 1
                 continue
-            if ch == 0x5C:
-                if pos + 1 == n:
-                    phase = IN_WORD
-                    pos += 1
-                    continue
-                pos += 1
-                ch = b[pos]
-            word.append(ch)
+            if not builder:
+                word.append(ch)
             pos += 1
-    return "", [w.decode("utf-8", "surrogateescape") for w in words]
+            ch = seq[pos]
+        word.append(ch)
+        pos += 1
+    return "", words
+
+
+def builder_flags(line: str) -> tuple[str, list[str]]:
+    """extractBuilderFlags: (rest of the line, the ``--flag`` words before it), quotes and
+    escapes processed. Works on the UTF-8 bytes, as the engine does."""
+    return _scan_words(line, builder=True)
+
+
+def parse_words(rest: str) -> list[str]:
+    """parseWords (LABEL/ENV key=value splitting): whitespace outside quotes ends a word;
+    quotes and escapes stay in the word."""
+    return _scan_words(rest, builder=False)[1]
 
 
 def parse_instructions(text: str) -> list[Instruction]:
@@ -210,7 +253,7 @@ def parse_instructions(text: str) -> list[Instruction]:
     for lineno, line in joined_lines(text):
         parts = _CMD_SPLIT.split(_strip(line), maxsplit=1)
         keyword = parts[0].lower()
-        rest, words = _builder_flags(parts[1]) if len(parts) == 2 else ("", [])
+        rest, words = builder_flags(parts[1]) if len(parts) == 2 else ("", [])
         flags: list[tuple[str, str | None]] = []
         for w in words:
             name, eq, value = w[2:].partition("=")
@@ -223,6 +266,12 @@ def logical_lines(text: str) -> list[str]:
     """Dockerfile instructions with ``\\`` continuations joined and comments dropped, exactly as
     the engine joins them (see :func:`joined_lines`), whitespace-trimmed."""
     return [_strip(line) for _, line in joined_lines(text)]
+
+
+def shorten(text: str, n: int) -> str:
+    """``text`` with whitespace collapsed, cut to ``n`` characters (``…`` marks the cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def content_hash(

@@ -22,7 +22,7 @@ class GpuFields(Body):
     queue: bool = False
 
     def gpu_request(self):
-        from ds01.policy.allocation import GpuRequest
+        from ds01.models.gpu import GpuRequest
 
         return GpuRequest(gpus=self.gpus, profile=self.gpu_profile, mig=self.mig)
 

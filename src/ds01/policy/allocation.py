@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Mapping
 
 from ds01.errors import CapacityExhausted, DS01Error, InvalidInput, PolicyDenied
-from ds01.gpu.inventory import MIG_SLICES, Device, Inventory, parse_profile
+from ds01.models.gpu import MIG_SLICES, Device, GpuRequest, Inventory, parse_profile
 from ds01.policy.limits import EffectiveLimits
 
 EPS = 1e-9
-RequestKind = Literal["none", "gpus", "profile", "mig", "conflict"]
 DenialKind = Literal["invalid", "over_limit", "capacity"]
 
 
@@ -43,49 +42,6 @@ def fmt_eq(x: float) -> str:
     """GPU-equivalents for messages: ``1.0``, ``2.0``, ``0.43``, ``0.5``."""
     s = f"{round(x, 2):.2f}".rstrip("0")
     return s + "0" if s.endswith(".") else s
-
-
-@dataclass(frozen=True)
-class GpuRequest:
-    """At most one of: ``gpus`` (N whole GPUs), ``profile`` (one MIG instance of that profile),
-    ``mig`` (N MIG instances of any profile, smallest that fit). None of them: no GPU.
-
-    Values are not validated at construction, so a bad request still reaches ``decide`` and gets
-    its precise ``invalid`` denial.
-    """
-
-    gpus: Any = None
-    profile: Any = None
-    mig: Any = None
-
-    @property
-    def kind(self) -> RequestKind:
-        given = [k for k in ("gpus", "profile", "mig") if getattr(self, k) is not None]
-        if not given:
-            return "none"
-        if len(given) > 1:
-            return "conflict"
-        return given[0]  # type: ignore[return-value]
-
-    def describe(self) -> str:
-        k = self.kind
-        if k == "gpus":
-            return f"{self.gpus} whole GPU{'s' if self.gpus != 1 else ''}"
-        if k == "profile":
-            return f"a {self.profile} MIG instance"
-        if k == "mig":
-            return f"{self.mig} MIG instance{'s' if self.mig != 1 else ''}"
-        if k == "none":
-            return "no GPU"
-        return "conflicting GPU options"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("gpus", self.gpus), ("profile", self.profile), ("mig", self.mig)) if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "GpuRequest":
-        d = d or {}
-        return cls(gpus=d.get("gpus"), profile=d.get("profile"), mig=d.get("mig"))
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from ds01 import labels as keys
 from ds01.errors import NotFound
 from ds01.models.config import Config
+from ds01.models.container import Account, ContainerSpec, Mount, Tmpfs
 from ds01.names import container_name
-from ds01.runtime.base import Account, ContainerSpec, Mount
 
-LABEL = "ds01"
+# Security options of every user container. Not configurable: an admin has no knob that weakens
+# them, and users cannot express them (models/api.py).
+CAP_DROP = ("ALL",)
+NO_NEW_PRIVILEGES = True
+INIT = True  # reap zombies; PID 1 forwards SIGTERM so stop is graceful
+# HOME is a tmpfs (private, writable, ephemeral like the container; work belongs in /workspace).
+# It counts against the memory limit, hence a quarter of it, within these bounds.
+HOME_TMPFS_MIN = 64 * 1024**2
+HOME_TMPFS_MAX = 4 * 1024**3
 
 
 class Who(Protocol):
@@ -52,15 +61,20 @@ def user_env(who: Who, device_ids: Iterable[str] = ()) -> dict[str, str]:
 def labels(cfg: Config, who: Who, project: str, image: str, device_ids: Iterable[str], now: float,
            instance: str) -> dict[str, str]:
     return {
-        f"{LABEL}.managed": "true",
-        f"{LABEL}.instance": instance,
-        f"{LABEL}.user": who.name,
-        f"{LABEL}.uid": str(who.uid),
-        f"{LABEL}.project": project,
-        f"{LABEL}.image": image,
-        f"{LABEL}.gpus": ",".join(device_ids),
-        f"{LABEL}.created_at": f"{now:.3f}",
+        **keys.managed(instance),
+        keys.USER: who.name,
+        keys.UID: str(who.uid),
+        keys.PROJECT: project,
+        keys.IMAGE: image,
+        keys.GPUS: ",".join(device_ids),
+        keys.CREATED_AT: f"{now:.3f}",
     }
+
+
+def home_tmpfs(account: Account, memory: int) -> Tmpfs:
+    """The caller's HOME: owned by them, mode 0700, a quarter of the memory limit (bounded)."""
+    size = max(HOME_TMPFS_MIN, min(memory // 4, HOME_TMPFS_MAX))
+    return Tmpfs(account.home, size=size, uid=account.uid, gid=account.gid, mode=0o700, exec=True)
 
 
 def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLike, workspace: str,
@@ -73,18 +87,24 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
     # The runtime binding hands devices over via NVIDIA_VISIBLE_DEVICES; selecting the nvidia
     # runtime even for CPU-only containers keeps one code path (it honours "void").
     runtime = cfg.gpu.runtime_name if binding == "runtime" else None
+    account = Account(name=who.name, uid=who.uid, gid=who.gid, group=who.group, home=f"/home/{who.name}")
+    memory = int(limits.memory)
     return ContainerSpec(
         name=container_name(cfg.containers.name_prefix, who.uid, project),
         image=image,
         labels=labels(cfg, who, project, image, device_ids, now, instance),
-        account=Account(name=who.name, uid=who.uid, gid=who.gid, group=who.group, home=f"/home/{who.name}"),
+        account=account,
         env=user_env(who, device_ids),
         mounts=tuple(mounts),
         # A limit above the host's CPU count means "no CPU limit"; Docker refuses such values.
         cpus=float(min(limits.cpus, host_cpus)) if host_cpus else float(limits.cpus),
-        memory=int(limits.memory),
+        memory=memory,
         shm_size=int(limits.shm_size),
         pids=int(limits.pids),
+        cap_drop=CAP_DROP,
+        no_new_privileges=NO_NEW_PRIVILEGES,
+        init=INIT,
+        tmpfs=(home_tmpfs(account, memory),),
         runtime=runtime,
         gpu_device_ids=tuple(device_ids),
         gpu_binding=binding,

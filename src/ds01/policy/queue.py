@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from ds01.gpu.inventory import Inventory
+from ds01.models.gpu import Inventory
 from ds01.policy.allocation import Allocation, Denial, GpuRequest, candidates, decide, pick_devices, validate
 from ds01.policy.limits import EffectiveLimits
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, write_stamp  # noqa: F401 (file_signature)
+from ds01.projects.stamps import REQUIREMENTS, file_signature, read_stamp, stamp_verdict, write_stamp  # noqa: F401 (file_signature)
 
 
 # --------------------------------------------------------------------------- change detection
@@ -77,19 +77,16 @@ class BuildDecision:
 def decide_build(image: Mapping[str, Any] | None, stamp: Stamp | None, current_hash: str, workspace: str,
                  covers: bool, rebuild: bool = False) -> BuildDecision:
     """Whether ``project-launch`` must (ask the daemon to) build. ``image`` is the daemon's view of
-    the project image (``GET /v1/images/<project>``) or None when there is none."""
+    the project image (``GET /v1/images/<project>``) or None when there is none. The stamp part
+    is :func:`ds01.projects.stamps.stamp_verdict`, the fast path's decision too."""
     if image is None:
         return BuildDecision(True, "the project has no image yet")
     if rebuild:
         return BuildDecision(True, "--rebuild")
-    if stamp is None or stamp.workspace != workspace:
-        return BuildDecision(True, "first launch from this account: checking the image is current")
-    if stamp.image_id != image.get("id"):
-        return BuildDecision(True, "the image was rebuilt or replaced since the last launch: checking it")
-    if stamp.hash != current_hash:
-        return BuildDecision(True, "the Dockerfile or requirements.txt changed since the last build")
-    if not covers:
-        return BuildDecision(True, "the Dockerfile copies project files: checking them")
+    why = stamp_verdict(asdict(stamp) if stamp is not None else None, workspace, lambda: (current_hash, covers),
+                        image=dict(image))
+    if why is not None:
+        return BuildDecision(True, why)
     return BuildDecision(False, "nothing changed since the last build")
 
 

@@ -55,3 +55,27 @@ def file_signature(workspace: str) -> dict[str, list[int] | None]:
         except FileNotFoundError:
             out[name] = None
     return out
+
+
+def stamp_verdict(stamp: dict | None, workspace: str, current, *, signature: dict | None = None,
+                  image: dict | None = None) -> str | None:
+    """The one "nothing changed" decision of ``project-launch`` (its fast path and its click path
+    both come here): None when the stamp shows the image is current, else why it must be checked.
+
+    ``current()`` gives ``(content hash, hash covers the build)`` of the Dockerfile and
+    requirements.txt now; it is only called when ``signature`` (their size and mtime now, see
+    :func:`file_signature`) does not settle it, like make. ``image``: the daemon's view of the
+    project image when it was asked (its id must be the stamp's); None when it was not (a deploy
+    by name then finds out)."""
+    if stamp is None or stamp.get("workspace") != workspace:
+        return "first launch from this account: checking the image is current"
+    if image is not None and stamp.get("image_id") != image.get("id"):
+        return "the image was rebuilt or replaced since the last launch: checking it"
+    if signature is not None and stamp.get("covers") and stamp.get("files") and stamp["files"] == signature:
+        return None
+    digest, covers = current()
+    if stamp.get("hash") != digest:
+        return "the Dockerfile or requirements.txt changed since the last build"
+    if not covers:
+        return "the Dockerfile copies project files: checking them"
+    return None

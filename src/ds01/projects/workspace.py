@@ -35,14 +35,16 @@ def current_user() -> tuple[str, str]:
     return pw.pw_name, pw.pw_dir
 
 
-def base_path(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> str:
+def base_path(home: str | os.PathLike[str] | None = None, base_template: str | None = None) -> str:
     """The folder holding all of the caller's projects, as a normalised string.
 
-    ``base_template`` may use ``{home}`` and ``{user}``; ``$DS01_WORKSPACE_BASE`` (same syntax)
-    overrides it, which is how tests relocate workspaces."""
+    ``base_template`` may use ``{home}`` and ``{user}``. The CLI passes the daemon's
+    ``containers.workspace_base`` (``ds01.cli.workspaces``), the one source of truth; None (no
+    daemon to ask) means ``$DS01_WORKSPACE_BASE`` (same syntax; how unit tests relocate
+    workspaces) or the default ``{home}/workspace``."""
     user, pw_home = current_user()
     home_s = os.fspath(home) if home is not None else pw_home
-    template = os.environ.get(BASE_ENV) or base_template
+    template = base_template or os.environ.get(BASE_ENV) or DEFAULT_BASE_TEMPLATE
     try:
         base = template.format(home=home_s, user=user)
     except (KeyError, IndexError, ValueError) as e:
@@ -51,11 +53,12 @@ def base_path(home: str | os.PathLike[str] | None = None, base_template: str = D
             "it may only use {home} and {user}, e.g. '{home}/workspace'",
         ) from e
     if not os.path.isabs(base):
-        raise InvalidInput(f"workspace base {base!r} is not an absolute path", f"set {BASE_ENV} to an absolute path")
+        where = "containers.workspace_base in the daemon's config" if base_template else BASE_ENV
+        raise InvalidInput(f"workspace base {base!r} is not an absolute path", f"set {where} to an absolute path")
     return os.path.normpath(base)
 
 
-def workspace_base(home: str | os.PathLike[str] | None = None, base_template: str = DEFAULT_BASE_TEMPLATE) -> Path:
+def workspace_base(home: str | os.PathLike[str] | None = None, base_template: str | None = None) -> Path:
     """:func:`base_path` as a Path."""
     from pathlib import Path
 
@@ -69,7 +72,7 @@ def _within(path: str, root: str) -> bool:
 def workspace_path(
     project: str,
     home: str | os.PathLike[str] | None = None,
-    base_template: str = DEFAULT_BASE_TEMPLATE,
+    base_template: str | None = None,
 ) -> str:
     """``<base>/<project>`` for the caller, after checking the name and where the path really leads.
 
@@ -96,7 +99,7 @@ def workspace_path(
 def workspace_dir(
     project: str,
     home: str | os.PathLike[str] | None = None,
-    base_template: str = DEFAULT_BASE_TEMPLATE,
+    base_template: str | None = None,
 ) -> Path:
     """:func:`workspace_path` as a Path."""
     from pathlib import Path
@@ -107,7 +110,7 @@ def workspace_dir(
 def ensure_workspace(
     project: str,
     home: str | os.PathLike[str] | None = None,
-    base_template: str = DEFAULT_BASE_TEMPLATE,
+    base_template: str | None = None,
 ) -> tuple[Path, bool]:
     """Create the project's workspace (and the base) if missing; returns ``(path, created)``."""
     path = workspace_dir(project, home, base_template)

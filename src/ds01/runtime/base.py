@@ -24,58 +24,14 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 from ds01.errors import NotFound
+# The spec types are pure data (policy builds them); re-exported here for the backends.
+from ds01.models.container import Account, ContainerSpec, Mount, Tmpfs  # noqa: F401
 
 
 class ContainerGone(NotFound):
     """The engine has no container with this id (any more)."""
 
     code = "not_found"
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class Account:
-    """The passwd/group entry injected into the container so ``whoami`` and ``$HOME`` work."""
-
-    name: str
-    uid: int
-    gid: int
-    group: str
-    home: str
-    shell: str = "/bin/sh"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything the daemon decided about a container. Nothing here comes from the user verbatim
-    except the image reference (checked against policy) and the command."""
-
-    name: str
-    image: str
-    labels: dict[str, str]
-    account: Account
-    env: dict[str, str]
-    mounts: tuple[Mount, ...]
-    cpus: float
-    memory: int
-    shm_size: int
-    pids: int
-    workdir: str = "/workspace"
-    command: tuple[str, ...] | None = None
-    runtime: str | None = None
-    gpu_device_ids: tuple[str, ...] = ()
-    gpu_binding: str = "runtime"
-    ports: tuple[tuple[int, str, int], ...] = ()  # (container port, host ip, host port)
-    hostname: str | None = None
-    # The local image ``image`` named when the daemon checked it (saves the backend a lookup);
-    # None = let the backend resolve ``image`` itself.
-    image_id: str | None = None
 
 
 @dataclass
@@ -95,7 +51,8 @@ class ContainerInfo:
 @dataclass
 class ExecHandle:
     """An exec session's raw stream. ``sock`` is a connected socket carrying the process's
-    terminal (tty) or Docker's multiplexed stdout/stderr frames (no tty)."""
+    terminal (tty) or Docker's multiplexed stdout/stderr frames (no tty): stdin is written to it,
+    output is read through ``RuntimeBackend.exec_frames``."""
 
     id: str
     sock: object
@@ -135,6 +92,12 @@ class RuntimeBackend(abc.ABC):
     def exec_start(self, container_id: str, cmd: list[str], *, user: str, env: dict[str, str],
                    workdir: str, tty: bool) -> ExecHandle:
         """Start a process in a running container and return its attached stream."""
+
+    @abc.abstractmethod
+    def exec_frames(self, handle: ExecHandle) -> Iterator[tuple[int, bytes]]:
+        """The process's output as ``(stream, data)`` frames, 1 stdout / 2 stderr (a tty's output
+        is all stdout). Blocking, even while ``handle.sock`` is non-blocking (stdin is written to
+        it from an event loop); ends at end of stream, also after ``handle.sock.shutdown``."""
 
     @abc.abstractmethod
     def exec_resize(self, exec_id: str, rows: int, cols: int) -> bool:

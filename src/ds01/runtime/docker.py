@@ -1,4 +1,5 @@
-"""Docker Engine backend (docker SDK). The only module that imports ``docker``."""
+"""Docker Engine backend (docker SDK). With its shim ``docker_compat`` (every use of the SDK's
+internals), the only module that imports ``docker``."""
 
 from __future__ import annotations
 
@@ -6,25 +7,32 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
+from ds01 import labels
 from ds01.errors import Conflict, RuntimeFailure
+from ds01.runtime import docker_compat as compat
 from ds01.runtime.accounts import merge_account
 from ds01.runtime.base import ContainerGone, ContainerInfo, ContainerSpec, ExecHandle, RuntimeBackend
-from ds01.runtime.base import ImageInfo, RuntimeImages
+from ds01.runtime.base import ImageInfo, RuntimeImages, Tmpfs
 
 
 def _nano_cpus(cpus: float) -> int:
     return int(cpus * 1e9)
 
 
+def _tmpfs_options(t: Tmpfs) -> str:
+    return f"{'exec' if t.exec else 'noexec'},uid={t.uid},gid={t.gid},mode={t.mode:04o},size={t.size}"
+
+
 class DockerBackend(RuntimeBackend, RuntimeImages):
     def __init__(self, base_url: str | None = None, timeout: int = 120, accounts_dir: str | None = None):
         """``accounts_dir``: where the generated passwd/group files of each container live (bind
-        mounted read-only). Without it, they are written into the container's layer instead
-        (``put_archive``: ~80 ms more per create, since the engine mounts the layer for it)."""
+        mounted read-only; cheaper than writing them into the container's layer, which makes the
+        engine mount it). Without one, a private temporary directory is made on the first create."""
         import docker
         from docker import errors as derr
 
@@ -73,24 +81,18 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             memswap_limit=spec.memory,  # no swap beyond the memory limit
             shm_size=spec.shm_size,
             pids_limit=spec.pids,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            init=True,  # reap zombies; PID 1 forwards SIGTERM so stop is graceful
+            # the security options exactly as policy decided them (policy/containers.py)
+            cap_drop=list(spec.cap_drop) or None,
+            security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
+            init=spec.init,
+            tmpfs={t.target: _tmpfs_options(t) for t in spec.tmpfs} or None,
             runtime=spec.runtime,
             port_bindings={p: (ip, hp) for p, ip, hp in spec.ports} or None,
         )
-        files = self._account_files(spec.name)
-        if files is not None:
-            # Docker creates a missing bind source as a directory at create time: write first.
-            self._write_account_files(spec, files)
-            pw_file, gr_file = files
-            host_kwargs["binds"][pw_file] = {"bind": "/etc/passwd", "mode": "ro"}
-            host_kwargs["binds"][gr_file] = {"bind": "/etc/group", "mode": "ro"}
-            # HOME: private, writable, ephemeral like the container (work belongs in /workspace);
-            # tmpfs counts against the container's memory limit, hence the size cap.
-            size = max(64 * 1024**2, min(spec.memory // 4, 4 * 1024**3))
-            host_kwargs["tmpfs"] = {spec.account.home: f"exec,uid={spec.account.uid},gid={spec.account.gid},"
-                                                       f"mode=0700,size={size}"}
+        # Docker creates a missing bind source as a directory at create time: write first.
+        pw_file, gr_file = self._write_account_files(spec)
+        host_kwargs["binds"][pw_file] = {"bind": "/etc/passwd", "mode": "ro"}
+        host_kwargs["binds"][gr_file] = {"bind": "/etc/group", "mode": "ro"}
         if spec.gpu_binding == "device-requests" and spec.gpu_device_ids:
             host_kwargs["device_requests"] = [
                 types.DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]])
@@ -120,18 +122,9 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             if e.status_code == 409:
                 raise Conflict(f"a container named {spec.name} already exists") from None
             raise self._fail("creating the container failed", e) from None
-        cid = res["Id"]
-        if files is not None:
-            # Everything an inspect would tell is what was just asked for: spare the round trip.
-            return ContainerInfo(id=cid, name=spec.name, status="created", image=spec.image,
-                                 labels=dict(spec.labels), env=dict(spec.env))
-        try:
-            attrs = self.api.inspect_container(cid)
-            self._install_account(cid, spec, attrs["Image"])
-        except Exception:
-            self.remove(cid, force=True)
-            raise
-        return self._info(attrs)
+        # Everything an inspect would tell is what was just asked for: spare the round trip.
+        return ContainerInfo(id=res["Id"], name=spec.name, status="created", image=spec.image,
+                             labels=dict(spec.labels), env=dict(spec.env))
 
     def _account_files(self, name: str) -> tuple[str, str] | None:
         if not self.accounts_dir:
@@ -139,39 +132,38 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         d = os.path.join(self.accounts_dir, name)
         return os.path.join(d, "passwd"), os.path.join(d, "group")
 
-    def _image_accounts(self, cid: str, image_id: str) -> tuple[str | None, str | None]:
-        """The image's own /etc/passwd and /etc/group, read once per image id through ``cid`` (a
-        created container of that image with no mounts over /etc)."""
-        cached = self._accounts_cache.get(image_id)
-        if cached is None:
-            cached = (self._read_file(cid, "/etc/passwd"), self._read_file(cid, "/etc/group"))
-            with self._lock:
-                if len(self._accounts_cache) > 256:
-                    self._accounts_cache.clear()
-                self._accounts_cache[image_id] = cached
-        return cached
-
     def _accounts_of_image(self, image: str, image_id: str | None = None) -> tuple[str | None, str | None]:
-        """Like _image_accounts, by image reference (or its already known id): on a cache miss,
-        through a throwaway created (never started) container, since the user's own container
-        already has our files bound."""
+        """The image's own /etc/passwd and /etc/group (by reference, or its already known id),
+        read once per image id through a throwaway created (never started) container, since the
+        user's own container already has our files bound."""
         if image_id is None:
             try:
                 image_id = self.api.inspect_image(image)["Id"]
             except self._err.ImageNotFound:
                 raise RuntimeFailure(f"image {image!r} is not on this host",
                                      "build it with 'image-create <project>' or pick one from 'image-list'") from None
-        if image_id in self._accounts_cache:
-            return self._accounts_cache[image_id]
-        tmp = self.api.create_container(image=image_id, command=["/nonexistent"], labels={"ds01.probe": "passwd"})
+        cached = self._accounts_cache.get(image_id)
+        if cached is not None:
+            return cached
+        tmp = self.api.create_container(image=image_id, command=["/nonexistent"], labels={labels.PROBE: "passwd"})
         try:
-            return self._image_accounts(tmp["Id"], image_id)
+            cached = (self._read_file(tmp["Id"], "/etc/passwd"), self._read_file(tmp["Id"], "/etc/group"))
         finally:
             self.api.remove_container(tmp["Id"], force=True)
+        with self._lock:
+            if len(self._accounts_cache) > 256:
+                self._accounts_cache.clear()
+            self._accounts_cache[image_id] = cached
+        return cached
 
-    def _write_account_files(self, spec: ContainerSpec, files: tuple[str, str]) -> None:
+    def _write_account_files(self, spec: ContainerSpec) -> tuple[str, str]:
         """The image's passwd/group with the caller merged in, as root-owned files the container
-        gets read-only."""
+        gets read-only (the image and the container's layer are untouched)."""
+        if not self.accounts_dir:  # a backend made without one (tools, benches): a private dir
+            with self._lock:
+                self.accounts_dir = self.accounts_dir or tempfile.mkdtemp(prefix="ds01-accounts-")
+        files = self._account_files(spec.name)
+        assert files is not None
         pw, gr = merge_account(*self._accounts_of_image(spec.image, spec.image_id), spec.account)
         os.makedirs(os.path.dirname(files[0]), mode=0o755, exist_ok=True)
         for path, text in zip(files, (pw, gr)):
@@ -180,38 +172,12 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
                 f.write(text)
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
+        return files
 
     def _forget_account_files(self, name: str) -> None:
         files = self._account_files(name)
         if files is not None:
             shutil.rmtree(os.path.dirname(files[0]), ignore_errors=True)
-
-    def _install_account(self, cid: str, spec: ContainerSpec, image_id: str) -> None:
-        """Merge the caller into the image's /etc/passwd and /etc/group and create a writable
-        HOME, in the container's own layer (the image is untouched)."""
-        acct = spec.account
-        pw, gr = merge_account(*self._image_accounts(cid, image_id), acct)
-        buf = io.BytesIO()
-        now = time.time()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for path, text in (("etc/passwd", pw), ("etc/group", gr)):
-                data = text.encode()
-                ti = tarfile.TarInfo(path)
-                ti.size, ti.mode, ti.mtime = len(data), 0o644, now
-                tar.addfile(ti, io.BytesIO(data))
-            parts = acct.home.strip("/").split("/")
-            for i in range(1, len(parts) + 1):
-                ti = tarfile.TarInfo("/".join(parts[:i]))
-                ti.type, ti.mtime = tarfile.DIRTYPE, now
-                if i == len(parts):
-                    ti.mode, ti.uid, ti.gid = 0o700, acct.uid, acct.gid
-                else:
-                    ti.mode = 0o755
-                tar.addfile(ti)
-        try:
-            self.api.put_archive(cid, "/", buf.getvalue())
-        except self._err.APIError as e:
-            raise self._fail("preparing the container's user account failed", e) from None
 
     def _read_file(self, cid: str, path: str) -> str | None:
         try:
@@ -325,8 +291,10 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             if e.status_code == 409:
                 raise Conflict("the container is not running", "start it with 'container-start'") from None
             raise self._fail("starting the command failed", e) from None
-        raw = getattr(sock, "_sock", sock)
-        return ExecHandle(id=ex["Id"], sock=raw, tty=tty)
+        return ExecHandle(id=ex["Id"], sock=compat.raw_socket(sock), tty=tty)
+
+    def exec_frames(self, handle: ExecHandle) -> Iterator[tuple[int, bytes]]:
+        return compat.exec_frames(handle.sock, handle.tty)  # type: ignore[arg-type]
 
     def exec_resize(self, exec_id: str, rows: int, cols: int) -> bool:
         try:
@@ -373,7 +341,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         try:
             # requests' own post (APIClient is a requests.Session), so this code owns the response
             # and can cut it at the deadline; timeout=None because a quiet step may run for long.
-            resp = self.api.post(self.api._url("/build"), params=params, data=context,
+            resp = self.api.post(compat.api_url(self.api, "/build"), params=params, data=context,
                                  headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None)
         except Exception as e:  # connection-level failure
             raise self._fail("starting the build failed", e) from None
@@ -385,7 +353,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         w = threading.Thread(target=self._build_watch, args=(resp, stop, done, expired, timeout), daemon=True)
         w.start()
         try:
-            for msg in self.api._stream_helper(resp, decode=True):
+            for msg in compat.json_stream(self.api, resp):
                 if "error" in msg:
                     yield {"error": str(msg.get("error") or (msg.get("errorDetail") or {}).get("message"))}
                     return
@@ -425,7 +393,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         else:
             return
         if not done.is_set():
-            _cut(resp)
+            compat.cut(resp)
 
     def _image_info(self, attrs: dict) -> ImageInfo:
         created = attrs.get("Created")
@@ -504,18 +472,3 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
                 image_id = msg["status"]
         info = self.image_inspect(f"{repository}:{tag}")
         return info.id if info else image_id
-
-
-def _cut(resp) -> None:
-    """Shut down the socket under a streaming response so a blocked read returns at once
-    (closing the file object alone does not wake a reader in another thread)."""
-    import socket as _socket
-
-    try:
-        sock = resp.raw._fp.fp.raw._sock
-        sock.shutdown(_socket.SHUT_RDWR)
-    except Exception:
-        try:
-            resp.close()
-        except Exception:
-            pass

@@ -508,6 +508,15 @@ class ContainerService:
             self.start(actor, who, ref)
         return rec
 
+    def exec(self, actor: Caller, who: Caller, ref: str, cmd: list[str] | None, *, tty: bool, term: str,
+             start: bool):
+        """Start ``cmd`` (None: a login shell) in ``who``'s container as ``who``, in /workspace;
+        with ``start``, start the container first (container-run). Returns an
+        :class:`ds01.services.exec.ExecSession`."""
+        from ds01.services.exec import open_exec
+
+        return open_exec(self.ctx, who, self.exec_target(who, ref, start, actor), cmd, tty=tty, term=term)
+
     # -- reconcile -------------------------------------------------------------------------
     def reconcile(self) -> dict[str, int]:
         """Match the DB to the engine after a (re)start: records whose container disappeared are

@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ds01.daemon.events import EventLog
 from ds01.gpu.inventory import EmptySource, Inventory, InventorySource
 from ds01.models.config import Config
 from ds01.runtime.base import RuntimeBackend
+from ds01.services.events import EventLog
 from ds01.state.db import Store
 
 

@@ -118,12 +118,11 @@ class GpuService:
         return round(min(ends), 0) if ends else None
 
     def cancel(self, who: Caller, queue_id: int) -> dict[str, Any]:
-        rows = self.ctx.store.query("SELECT * FROM queue WHERE id=? AND status='waiting'", (queue_id,))
-        if not rows or (rows[0]["uid"] != who.uid and not who.is_admin):
+        row = self.ctx.store.waiting_entry(queue_id)
+        if row is None or (row["uid"] != who.uid and not who.is_admin):
             raise NotFound(f"you have no waiting request {queue_id}", "'gpu-queue' lists yours")
-        self.ctx.store.execute("UPDATE queue SET status='cancelled', ended_at=? WHERE id=?",
-                               (self.ctx.clock(), queue_id))
-        self.ctx.events.emit("queue.cancel", user=rows[0]["user"], uid=rows[0]["uid"], target=rows[0]["project"])
+        self.ctx.store.end_queued(queue_id, "cancelled", self.ctx.clock())
+        self.ctx.events.emit("queue.cancel", user=row["user"], uid=row["uid"], target=row["project"])
         return {"cancelled": queue_id}
 
     def serve_queue(self) -> list[dict[str, Any]]:
@@ -145,13 +144,11 @@ class GpuService:
             except CapacityExhausted:
                 continue  # someone was faster; stays queued
             except DS01Error as e:
-                self.ctx.store.execute("UPDATE queue SET status='failed', ended_at=?, note=? WHERE id=?",
-                                       (self.ctx.clock(), e.message, entry.id))
+                self.ctx.store.end_queued(entry.id, "failed", self.ctx.clock(), note=e.message)
                 self.ctx.events.emit("queue.failed", user=row["user"], uid=row["uid"], target=row["project"],
                                      result="error", reason=e.message)
                 continue
-            self.ctx.store.execute("UPDATE queue SET status='served', ended_at=? WHERE id=?",
-                                   (self.ctx.clock(), entry.id))
+            self.ctx.store.end_queued(entry.id, "served", self.ctx.clock())
             waited = self.ctx.clock() - entry.enqueued_at
             self.ctx.events.emit("queue.served", user=row["user"], uid=row["uid"], target=row["project"],
                                  data={"gpus": out.get("gpus"), "waited_s": round(waited, 1)})

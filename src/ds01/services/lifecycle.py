@@ -30,13 +30,12 @@ from ds01.services.containers import ContainerService
 from ds01.services.identity import Caller, caller_from_uid
 from ds01.services.sampling import CgroupPaths, CgroupReader, init_pid
 from ds01.state.db import ContainerRecord
-from ds01.state.lifecycle import BASE_COLS, TIMER_COLS
+from ds01.state.lifecycle import BASE_COLS as _BASE_COLS
+from ds01.state.lifecycle import TIMER_COLS as _TIMER_COLS
 from ds01.units import format_duration
 
 log = logging.getLogger("ds01d")
 
-_TIMER_COLS = TIMER_COLS
-_BASE_COLS = BASE_COLS
 EXEMPT_KINDS = ("idle", "runtime", "all")
 
 
@@ -62,7 +61,6 @@ class LifecycleService:
         self._inflight_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ds01d-lifecycle")
         self._warned_unreadable: set[str] = set()
-        self.wake_handle: Any = None  # the daemon loop's early wake-up (see daemon/loops.py)
 
     @property
     def lc(self):

@@ -150,35 +150,16 @@ class StatusService:
         }
 
     def recent_events(self, limit: int = 20, lifecycle_only: bool = False, since: float = 0) -> list[dict]:
-        if lifecycle_only:
-            conds = " OR ".join("action LIKE ?" for _ in LIFECYCLE_PREFIXES)
-            rows = self.ctx.store.query(f"SELECT * FROM events WHERE time >= ? AND ({conds}) ORDER BY id DESC LIMIT ?",
-                                        (since, *(p + "%" for p in LIFECYCLE_PREFIXES), limit))
-        else:
-            rows = self.ctx.store.query("SELECT * FROM events WHERE time >= ? ORDER BY id DESC LIMIT ?", (since, limit))
-        return [event_view(dict(r)) for r in rows]
+        rows = self.ctx.store.find_events(since, prefixes=LIFECYCLE_PREFIXES if lifecycle_only else (), limit=limit)
+        return [event_view(r) for r in rows]
 
     def events(self, who: Caller, since: float = 0, user: Caller | None = None, types: list[str] | None = None,
                results: list[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Events newest first. Users see their own (by uid); admins everyone's, or ``user``'s.
         ``types`` match an action exactly or as a prefix (``container`` = ``container.*``)."""
-        conds, args = ["time >= ?"], [since]
-        if user is not None:
-            conds.append("uid = ?")
-            args.append(user.uid)
-        elif not who.is_admin:
-            conds.append("uid = ?")
-            args.append(who.uid)
-        if types:
-            conds.append("(" + " OR ".join("action = ? OR action LIKE ?" for _ in types) + ")")
-            for t in types:
-                args += [t, t.rstrip(".") + ".%"]
-        if results:
-            conds.append("result IN (" + ",".join("?" for _ in results) + ")")
-            args += results
-        rows = self.ctx.store.query(f"SELECT * FROM events WHERE {' AND '.join(conds)} ORDER BY id DESC LIMIT ?",
-                                    (*args, limit))
-        return [event_view(dict(r)) for r in rows]
+        uid = user.uid if user is not None else (None if who.is_admin else who.uid)
+        rows = self.ctx.store.find_events(since, uid=uid, types=types, results=results, limit=limit)
+        return [event_view(r) for r in rows]
 
     def dashboard(self, who: Caller, with_stats: bool = True) -> dict[str, Any]:
         """Admin view: status for everyone, per-user totals with CPU/memory, containers close to

@@ -20,16 +20,6 @@ from ds01.services.identity import Caller, caller_from_uid
 
 log = logging.getLogger("ds01d")
 
-PEAKS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS container_peaks (
-    container   INTEGER PRIMARY KEY,
-    peak_bytes  INTEGER NOT NULL,
-    sampled_at  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS allocations_end ON allocations(end);
-CREATE INDEX IF NOT EXISTS events_uid_time ON events(uid, time);
-"""
-
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -49,8 +39,6 @@ class UsageService:
     def __init__(self, ctx: Any, containers: Any):
         self.ctx = ctx
         self.containers = containers
-        with ctx.store._lock:
-            ctx.store._conn.executescript(PEAKS_SCHEMA)
 
     # -- sampling --------------------------------------------------------------------------
     def sample_peaks(self) -> int:
@@ -64,10 +52,7 @@ class UsageService:
             peak = cgroup_memory_peak(rec.docker_id)
             if peak is None:
                 continue
-            self.ctx.store.execute(
-                "INSERT INTO container_peaks (container, peak_bytes, sampled_at) VALUES (?,?,?) "
-                "ON CONFLICT(container) DO UPDATE SET peak_bytes=MAX(peak_bytes, excluded.peak_bytes), "
-                "sampled_at=excluded.sampled_at", (rec.id, peak, now))
+            self.ctx.store.record_peak(rec.id, peak, now)
             n += 1
         return n
 
@@ -87,16 +72,8 @@ class UsageService:
 
     def records(self, since: float, until: float, uid: int | None = None
                 ) -> tuple[list[AllocationInterval], list[ContainerInterval], dict[str, int]]:
-        where, args = "", ()
-        if uid is not None:
-            where, args = " AND uid=?", (uid,)
-        arows = self.ctx.store.query(
-            "SELECT * FROM allocations WHERE start < ? AND (end IS NULL OR end > ?)" + where,
-            (until, since, *args))
-        crows = self.ctx.store.query(
-            "SELECT c.*, p.peak_bytes FROM containers c LEFT JOIN container_peaks p ON p.container = c.id "
-            "WHERE c.created_at < ? AND (c.ended_at IS NULL OR c.ended_at > ?)" + where.replace("uid", "c.uid"),
-            (until, since, *args))
+        arows = self.ctx.store.allocations_between(since, until, uid)
+        crows = self.ctx.store.containers_between(since, until, uid)
         users: dict[str, int] = {}
         allocs = []
         for r in arows:

@@ -40,11 +40,11 @@ def bootstrap(suite: str, tag: str, force: bool, as_json: bool) -> None:
     Example:
       sudo ds01 admin base-image bootstrap
     """
+    from ds01.client import api
     from ds01.client.http import Client
 
     result: dict = {}
-    for item in Client(timeout=None).stream("POST", "/v1/admin/base-image/bootstrap",
-                                            {"suite": suite, "tag": tag, "force": force}):
+    for item in api.base_image_bootstrap(Client(timeout=None), suite=suite, tag=tag, force=force):
         if "stream" in item and not as_json:
             click.echo(str(item["stream"]).rstrip("\n"))
         elif "result" in item:

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ds01.cli import verbs
+from ds01.cli import options, verbs
 from ds01.cli.lazy import Client
+from ds01.cli.options import gpu_options, gpu_request, json_opt
 from ds01.cli.output import print_json, table
+from ds01.client import api
 
-
-
-
-
-user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's container")
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
-
-
-def gpu_options(f):
-    """--gpus / --gpu-profile / --mig / --queue, shared by create and deploy."""
-    for opt in reversed([
-        click.option("--gpus", type=int, metavar="N", help="N whole GPUs"),
-        click.option("--gpu-profile", metavar="PROFILE", help="one MIG instance of PROFILE, e.g. 3g.40gb"),
-        click.option("--mig", type=int, metavar="N", help="N MIG instances (smallest that fit)"),
-        click.option("--queue", is_flag=True, help="if no device is free now, wait in the fair queue"),
-    ]):
-        f = opt(f)
-    return f
-
-
-def gpu_body(gpus: int | None, gpu_profile: str | None, mig: int | None, queue: bool) -> dict:
-    return {"gpus": gpus, "gpu_profile": gpu_profile, "mig": mig, "queue": queue}
+user_opt = options.user_opt("container")
 
 
 @click.command()
@@ -51,8 +32,8 @@ def create(project: str, image: str | None, cpu_only: bool, gpus: int | None, gp
       container-create thesis --gpus 1
       container-create thesis --gpu-profile 3g.40gb --queue
     """
-    verbs.create(project, image=image, cpu_only=cpu_only, gpu=gpu_body(gpus, gpu_profile, mig, queue), user=user,
-                 as_json=as_json)
+    verbs.create(project, image=image, cpu_only=cpu_only, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue,
+                 user=user, as_json=as_json)
 
 
 @click.command()
@@ -66,7 +47,7 @@ def start(project: str, user: str | None, as_json: bool) -> None:
     Example:
       container-start thesis
     """
-    verbs.verb("start", project, {"user": user}, as_json)
+    verbs.verb("start", project, as_json, user=user)
 
 
 @click.command()
@@ -81,7 +62,7 @@ def stop(project: str, timeout: float | None, user: str | None, as_json: bool) -
     Example:
       container-stop thesis --timeout 30
     """
-    verbs.verb("stop", project, {"user": user, "timeout": timeout}, as_json)
+    verbs.verb("stop", project, as_json, user=user, timeout=timeout)
 
 
 @click.command()
@@ -97,7 +78,7 @@ def remove(project: str, force: bool, user: str | None, as_json: bool) -> None:
       container-remove thesis
       container-remove thesis --force
     """
-    verbs.verb("remove", project, {"user": user, "force": force}, as_json)
+    verbs.verb("remove", project, as_json, user=user, force=force)
 
 
 @click.command(name="container-list")
@@ -129,7 +110,7 @@ def stats(all_users: bool, user: str | None, as_json: bool) -> None:
     """
     from ds01.units import format_size
 
-    rows = Client().call("GET", "/v1/containers-stats", params={"all_users": all_users, "user": user})
+    rows = api.container_stats(Client(), all_users=all_users, user=user)
     if as_json:
         return print_json(rows)
     table(["project", "user", "cpu %", "memory", "limit", "pids"],

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ds01.cli.output import ago, print_json, table
 from ds01.cli.lazy import Client as _client
-
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
-
+from ds01.cli.options import json_opt
+from ds01.cli.output import ago, print_json, table
+from ds01.client import api
 
 
 @click.command()
@@ -23,7 +22,7 @@ def gpus(as_json: bool) -> None:
     """
     from ds01.units import format_size
 
-    inv = _client().call("GET", "/v1/gpus")
+    inv = api.gpus(_client())
     if as_json:
         return print_json(inv)
     rows = []
@@ -56,7 +55,7 @@ def check_limits(user: str | None, as_json: bool) -> None:
     """
     from ds01.units import format_duration, format_size
 
-    out = _client().call("GET", "/v1/limits", params={"user": user})
+    out = api.limits(_client(), user=user)
     if as_json:
         return print_json(out)
     lim, use, left = out["limits"], out["usage"], out["left"]
@@ -94,9 +93,9 @@ def gpu_queue(cancel_id: int | None, all_users: bool, as_json: bool) -> None:
 
     c = _client()
     if cancel_id is not None:
-        out = c.call("POST", f"/v1/queue/{cancel_id}/cancel", {})
+        out = api.queue_cancel(c, cancel_id)
         return print_json(out) if as_json else ok(f"cancelled request {cancel_id}")
-    rows = c.call("GET", "/v1/queue", params={"all_users": all_users})
+    rows = api.queue(c, all_users=all_users)
     if as_json:
         return print_json(rows)
     table(["id", "position", "user", "project", "waiting for", "waited", "estimate"],

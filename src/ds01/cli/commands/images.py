@@ -9,18 +9,14 @@ from pathlib import Path
 
 import click
 
+from ds01.cli import options
 from ds01.cli.building import Progress, build, report_built, show_failure  # noqa: F401 (re-exported)
-from ds01.cli.lazy import Client, q
+from ds01.cli.lazy import Client
+from ds01.cli.options import PRESET_NAMES, json_opt
 from ds01.cli.output import ago, ok, print_json, table
+from ds01.client import api
 
-# Kept in sync with ds01.images.dockerfile.PRESETS by a unit test; spelled out here so that
-# '--help' does not import the generator (pydantic, packaging).
-PRESET_NAMES = ("audio", "cv", "llm", "nlp", "rl", "tabular")
-
-user_opt = click.option("--user", "user", metavar="USER", help="(admins) act on USER's image")
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
-
-
+user_opt = options.user_opt("image")
 
 
 def split_words(values: tuple[str, ...]) -> list[str]:
@@ -64,7 +60,7 @@ def copy_requirements(src: str, ws: Path, force: bool) -> str:
 
 
 def select_base(framework: str | None) -> dict:
-    return Client().call("GET", "/v1/images-select", params={"framework": framework})
+    return api.images_select(Client(), framework=framework)
 
 
 def render(project: str, base: dict, framework: str | None, pip: list[str], apt: list[str],
@@ -121,10 +117,11 @@ def create(project: str, framework: str | None, packages: tuple[str, ...], requi
       image-create demo --requirements req.txt
       image-create vision --framework pytorch==2.5 --preset cv --packages timm
     """
+    from ds01.cli import workspaces
     from ds01.errors import Conflict
-    from ds01.projects.workspace import display_path, ensure_workspace
+    from ds01.projects.workspace import display_path
 
-    ws, _ = ensure_workspace(project)
+    ws, _ = workspaces.ensure(project)
     req = copy_requirements(requirements, ws, force) if requirements else None
     if req is None and (ws / "requirements.txt").is_file():
         req = "requirements.txt"
@@ -203,10 +200,11 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
       image-update demo --requirements requirements-new.txt
       image-update demo --rebuild --no-cache
     """
+    from ds01.cli import workspaces
     from ds01.errors import NotFound
-    from ds01.projects.workspace import display_path, workspace_dir
+    from ds01.projects.workspace import display_path
 
-    ws = workspace_dir(project)
+    ws = workspaces.directory(project)
     df = ws / "Dockerfile"
     if not df.is_file():
         raise NotFound(f"{display_path(df)} does not exist", f"write one with 'image-create {project}'")
@@ -262,7 +260,7 @@ def list_(all_users: bool, catalog: bool, framework: str | None, user: str | Non
         return _catalog(framework, as_json)
     from ds01.units import format_size
 
-    rows = Client().call("GET", "/v1/images", params={"all_users": all_users, "user": user})
+    rows = api.images(Client(), all_users=all_users, user=user)
     if as_json:
         return print_json(rows)
     cols = ["project", "image", "size", "created", "base", "used by"]
@@ -275,7 +273,7 @@ def list_(all_users: bool, catalog: bool, framework: str | None, user: str | Non
 
 
 def _catalog(framework: str | None, as_json: bool) -> None:
-    data = Client().call("GET", "/v1/images-catalog", params={"framework": framework})
+    data = api.images_catalog(Client(), framework=framework)
     if as_json:
         return print_json(data)
     drv = data.get("driver_version")
@@ -309,13 +307,12 @@ def delete(project: str, force: bool, yes: bool, user: str | None, as_json: bool
       image-delete demo --force --yes
     """
     c = Client()
-    params = {"user": user}
     if force:
-        info = c.call("GET", f"/v1/images/{q(project)}", params=params)
+        info = api.image(c, project, user=user)
         if info["used_by"] and not yes:
             click.confirm(f"the container of {', '.join(info['used_by'])} uses this image; remove it "
                           "(your workspace is kept)?", abort=True)
-    out = c.call("POST", f"/v1/images/{q(project)}/delete", {"force": force, "user": user})
+    out = api.image_delete(c, project, force=force, user=user)
     if as_json:
         return print_json(out)
     for p in out.get("containers_removed") or []:

@@ -6,10 +6,10 @@ import time
 
 import click
 
-from ds01.cli.output import ok, print_json, table
 from ds01.cli.lazy import Client as _client
-
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+from ds01.cli.options import json_opt
+from ds01.cli.output import ok, print_json, table
+from ds01.client import api
 
 
 
@@ -46,11 +46,8 @@ def keepalive(project: str, for_: str | None, user: str | None, as_json: bool) -
       container-keepalive thesis
       container-keepalive thesis --for 4h
     """
-    from urllib.parse import quote
-
     seconds = _duration(for_, "--for")
-    out = _client().call("POST", f"/v1/containers/{quote(project, safe='')}/keepalive",
-                         {"seconds": seconds, "user": user})
+    out = api.container_keepalive(_client(), project, seconds=seconds, user=user)
     if as_json:
         return print_json(out)
     from ds01.units import format_duration
@@ -83,7 +80,7 @@ def exempt(user: str | None, for_: str | None, kind: str, reason: str | None, li
     """
     c = _client()
     if list_ or (user is None and revoke is None):
-        rows = c.call("GET", "/v1/admin/exemptions")
+        rows = api.exemptions(c)
         if as_json:
             return print_json(rows)
         table(["id", "user", "what", "until", "by", "reason"],
@@ -91,12 +88,12 @@ def exempt(user: str | None, for_: str | None, kind: str, reason: str | None, li
               empty="no active exemptions")
         return
     if revoke is not None:
-        out = c.call("POST", f"/v1/admin/exemptions/{revoke}/revoke")
+        out = api.exemption_revoke(c, revoke)
         return print_json(out) if as_json else ok(f"exemption {revoke} ended")
     seconds = _duration(for_, "--for")
     if seconds is None:
         raise click.UsageError("say how long with --for (e.g. --for 3d)")
-    out = c.call("POST", "/v1/admin/exemptions", {"user": user, "kind": kind, "seconds": seconds, "reason": reason})
+    out = api.exemption_grant(c, user, kind=kind, seconds=seconds, reason=reason)
     if as_json:
         return print_json(out)
     ok(f"{user} is exempt ({kind}) until {_at(out['until'])} (id {out['id']})")

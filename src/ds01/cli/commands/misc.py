@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ds01.cli.options import json_opt
 from ds01.cli.output import print_json
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+@json_opt
 def whoami(as_json: bool) -> None:
     """Show who the daemon thinks you are (from the kernel, not from anything you send).
 
@@ -16,9 +17,10 @@ def whoami(as_json: bool) -> None:
     Example:
       ds01 whoami
     """
-    from ds01.client.http import Client
+    from ds01.cli.lazy import Client
+    from ds01.client import api
 
-    me = Client().call("GET", "/v1/whoami")
+    me = api.whoami(Client())
     if as_json:
         return print_json(me)
     click.echo(f"{me['user']} (uid {me['uid']}){' — admin' if me['admin'] else ''}")

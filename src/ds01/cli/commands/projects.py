@@ -1,8 +1,10 @@
 """L2 project helpers: ``dir-create``, ``git-init``, ``readme-create``.
 
 They only touch the caller's own files, so they run right here in the CLI process as the user:
-no daemon, no root. Each one creates ``~/workspace/<project>`` if it is missing (mode 0o750, see
-``ds01.projects.workspace``), is idempotent, and never overwrites an existing file without --force.
+no root, and no daemon beyond asking it where workspaces are (``ds01.cli.workspaces``; without
+one they still work, at the default place). Each one creates ``~/workspace/<project>`` if it is
+missing (mode 0o750, see ``ds01.projects.workspace``), is idempotent, and never overwrites an
+existing file without --force.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from pathlib import Path
 
 import click
 
+from ds01.cli import workspaces
 from ds01.projects import scaffold
-from ds01.projects.workspace import display_path, ensure_workspace
+from ds01.projects.workspace import display_path
 
 OK, KEPT = "✓", "·"
 
@@ -35,7 +38,7 @@ def _print_lines(created: list[str], kept: list[str], overwritten: list[str] = (
 
 
 def _workspace(project: str) -> tuple[Path, list[str]]:
-    path, created = ensure_workspace(project)
+    path, created = workspaces.ensure(project)
     return path, ([display_path(path) + "/"] if created else [])
 
 

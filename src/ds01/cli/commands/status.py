@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from ds01.cli.output import print_json, table
 from ds01.cli.lazy import Client as _client
-
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+from ds01.cli.options import json_opt
+from ds01.cli.output import print_json, table
+from ds01.client import api
 
 Section = tuple[str, list[str], list[list[Any]], str]  # title, columns, rows, text when empty
 
@@ -177,7 +177,7 @@ def status(watch: bool, interval: float, as_json: bool) -> None:
       ds01 status --json
     """
     c = _client()
-    _show(lambda: c.call("GET", "/v1/status"), status_sections, as_json, watch, interval)
+    _show(lambda: api.status(c), status_sections, as_json, watch, interval)
 
 
 @click.command()
@@ -194,7 +194,7 @@ def admin_dashboard(no_stats: bool, watch: bool, interval: float, as_json: bool)
       ds01 admin dashboard --watch --no-stats
     """
     c = _client()
-    _show(lambda: c.call("GET", "/v1/admin/dashboard", params={"stats": "0" if no_stats else "1"}),
+    _show(lambda: api.dashboard(c, stats=not no_stats),
           dashboard_sections, as_json, watch, interval)
 
 
@@ -221,8 +221,7 @@ def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[
     """
     import datetime as dt
 
-    rows = _client().call("GET", "/v1/events", params={"since": since, "user": user, "type": ",".join(types) or None,
-                                                        "result": ",".join(results) or None, "limit": limit})
+    rows = api.events(_client(), since=since, user=user, types=types, results=results, limit=limit)
     if as_json:
         return print_json(rows)
     table(["time", "action", "user", "target", "result", "reason"],
@@ -247,7 +246,7 @@ def usage(since: str, until: str | None, by: str, user: str | None, as_csv: bool
       ds01 usage --since 30d
       ds01 usage --since 2024-05-01 --by group --csv      (admins: everyone)
     """
-    out = _client().call("GET", "/v1/usage", params={"since": since, "until": until, "by": by, "user": user})
+    out = api.usage(_client(), since=since, until=until, by=by, user=user)
     if as_json:
         return print_json(out)
     if as_csv:

@@ -1,6 +1,6 @@
 """L3 orchestrators: ``container-deploy`` (create + start) and ``container-retire`` (stop + remove).
 
-Both are one daemon call each (``POST /v1/containers/deploy``, ``POST /v1/containers/<p>/retire``):
+Both are one daemon call each (``api.container_deploy``, ``api.container_retire``):
 the daemon does the steps in order and rolls a half-done deploy back, so a failed start never
 leaves a container holding GPUs. The CLI adds what only a terminal can: opening a shell after a
 deploy, and ``--save-packages`` before a retire.
@@ -13,42 +13,11 @@ from typing import Any
 import click
 
 from ds01.cli import verbs
-from ds01.cli.verbs import deploy, is_tty, report_deploy, should_open
+from ds01.cli.lazy import Client
+from ds01.cli.options import CTX, gpu_options, gpu_request, json_opt, open_option
 from ds01.cli.output import info, ok, print_json
-from ds01.cli.lazy import Client, q
-
-CTX = {"help_option_names": ["-h", "--help"]}
-json_opt = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
-
-
-
-
-# --------------------------------------------------------------------------- shared options
-
-
-def gpu_options(f):
-    """``--gpus N | --gpu-profile P | --mig N`` and ``--queue`` (one GPU request at most)."""
-    f = click.option("--queue", is_flag=True, help="if no GPU is free now, wait in the fair-share queue")(f)
-    f = click.option("--mig", type=click.IntRange(1, 64), metavar="N", help="N MIG slices (a part of one GPU)")(f)
-    f = click.option("--gpu-profile", metavar="P", help="a GPU profile of your lab (e.g. 1g.18gb)")(f)
-    f = click.option("--gpus", type=click.IntRange(0, 64), metavar="N", help="N whole GPUs (default: none)")(f)
-    return f
-
-
-def open_option(f):
-    return click.option("--open/--background", "open_", default=None,
-                        help="open a shell in it afterwards (default on a terminal) / just return")(f)
-
-
-def gpu_request(gpus: int | None, gpu_profile: str | None, mig: int | None) -> dict[str, Any]:
-    """The GPU part of a deploy body; refuses more than one kind of request."""
-    from ds01.errors import InvalidInput
-
-    given = {k: v for k, v in (("gpus", gpus), ("gpu_profile", gpu_profile), ("mig", mig)) if v is not None}
-    if len(given) > 1:
-        raise InvalidInput("ask for GPUs one way only: --gpus, --gpu-profile or --mig",
-                           "e.g. --gpus 1 for a whole GPU, or --mig 1 for one slice of a GPU")
-    return given
+from ds01.cli.verbs import deploy, is_tty, report_deploy, should_open
+from ds01.client import api
 
 
 def open_shell(project: str) -> int:
@@ -118,16 +87,6 @@ print(json.dumps(list(seen.values())))
 """
 
 
-def find_container(project: str) -> dict[str, Any]:
-    """The caller's container record for PROJECT (running or not); NotFound if there is none."""
-    from ds01.errors import NotFound
-
-    for r in Client().call("GET", "/v1/containers"):
-        if r.get("project") == project:
-            return r
-    raise NotFound(f"project {project!r} has no container", "'container-list --all' shows your containers")
-
-
 def installed_packages(project: str, start: bool) -> list[dict[str, Any]] | None:
     """Name, version and install time of every Python package in the container; None when the
     container has no python3 (then there is nothing to save)."""
@@ -165,10 +124,11 @@ def known_requirements(ws) -> list[str]:
 def offer_saved_packages(project: str, yes: bool) -> list[str]:
     """The ``--save-packages`` step: find what was pip-installed by hand and, when accepted, add it
     to the managed block of the project's Dockerfile. Returns the requirements added."""
+    from ds01.cli import workspaces
     from ds01.projects.launch import hand_installed
-    from ds01.projects.workspace import display_path, workspace_dir
+    from ds01.projects.workspace import display_path
 
-    rec = find_container(project)
+    rec = verbs.find_container(project)
     running = rec.get("status") == "running"
     if not running:
         info(f"the container of {project} is stopped: starting it briefly to look at its packages")
@@ -176,7 +136,7 @@ def offer_saved_packages(project: str, yes: bool) -> list[str]:
     if pkgs is None:
         info("no python3 in this container: no Python packages to save")
         return []
-    ws = workspace_dir(project)
+    ws = workspaces.directory(project)
     found = hand_installed(pkgs, float(rec.get("created_at") or 0), known_requirements(ws))
     for name in found.listed:
         info(f"{name} was changed by hand but is already listed in your Dockerfile or requirements.txt "
@@ -241,10 +201,7 @@ def container_retire(project: str, save_packages: bool, yes: bool, timeout: floa
       container-retire thesis --save-packages --yes
     """
     saved = offer_saved_packages(project, yes) if save_packages else []
-    body: dict[str, Any] = {}
-    if timeout is not None:
-        body["timeout"] = timeout
-    out = Client().call("POST", f"/v1/containers/{q(project)}/retire", body)
+    out = api.container_retire(Client(), project, timeout=timeout)
     if as_json:
         return print_json({**out, "saved_packages": saved})
     ok(f"retired the container of {project}" + (f" ({out['name']})" if out.get("name") else "")

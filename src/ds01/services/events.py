@@ -1,4 +1,7 @@
-"""Events / audit: every change, denial and lifecycle action, as a JSON line and a DB row."""
+"""Events / audit: every change, denial and lifecycle action, as a JSON line and a DB row.
+
+Lives in ``services`` (every service emits through ``Context.events``); the daemon builds one
+``EventLog`` at start-up and subscribes its metrics to it (``listeners``)."""
 
 from __future__ import annotations
 

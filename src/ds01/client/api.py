@@ -1,0 +1,191 @@
+"""One function per daemon endpoint (docker-py ``APIClient`` style): the only place the CLI spells
+a ``/v1/…`` path or builds a request body.
+
+Each takes the transport ``c`` (a :class:`ds01.client.http.Client`, or anything with its ``call``
+and ``stream``) and returns the decoded JSON; streaming endpoints return the iterator of their
+NDJSON items. Bodies carry only the options given (None is left out: the daemon's defaults are
+the same), and must validate against the request models in ``ds01.models.api`` (a unit test sends
+every one of them through those models).
+
+No imports at module level (not even the HTTP client, see :func:`_q`): command modules import
+this at the top and ``--help`` stays instant; and never pydantic, click, docker or rich.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # (not typing's: its import costs every CLI start ~5 ms)
+if TYPE_CHECKING:
+    from typing import Any, Iterator
+
+
+def _q(segment: object) -> str:
+    from ds01.client.http import q
+
+    return q(str(segment))
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def health(c) -> dict:
+    return c.call("GET", "/v1/health")
+
+
+def whoami(c) -> dict:
+    """The caller as the kernel told the daemon: uid, gid, user, home, groups, admin, and the
+    daemon's ``workspace_base`` template (where every workspace is)."""
+    return c.call("GET", "/v1/whoami")
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def container_create(c, project: str, *, image: str | None = None, cpu_only: bool | None = None,
+                     gpus: int | None = None, gpu_profile: str | None = None, mig: int | None = None,
+                     queue: bool | None = None, ports: list[int] | None = None, user: str | None = None) -> dict:
+    """Create (not start); ``{"queued": true, …}`` when it waits for a device."""
+    return c.call("POST", "/v1/containers", _body(project=project, image=image, cpu_only=cpu_only, gpus=gpus,
+                                                  gpu_profile=gpu_profile, mig=mig, queue=queue,
+                                                  ports=ports or None, user=user))
+
+
+def container_deploy(c, project: str, *, image: str | None = None, cpu_only: bool | None = None,
+                     gpus: int | None = None, gpu_profile: str | None = None, mig: int | None = None,
+                     queue: bool | None = None, ports: list[int] | None = None, user: str | None = None) -> dict:
+    """Create + start (rolled back when the start fails), or reuse the project's container:
+    the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
+    return c.call("POST", "/v1/containers/deploy", _body(project=project, image=image, cpu_only=cpu_only,
+                                                         gpus=gpus, gpu_profile=gpu_profile, mig=mig, queue=queue,
+                                                         ports=ports or None, user=user))
+
+
+def container_start(c, project: str, *, user: str | None = None) -> dict:
+    return c.call("POST", f"/v1/containers/{_q(project)}/start", _body(user=user))
+
+
+def container_stop(c, project: str, *, timeout: float | None = None, user: str | None = None) -> dict:
+    return c.call("POST", f"/v1/containers/{_q(project)}/stop", _body(timeout=timeout, user=user))
+
+
+def container_remove(c, project: str, *, force: bool | None = None, user: str | None = None) -> dict:
+    return c.call("POST", f"/v1/containers/{_q(project)}/remove", _body(force=force, user=user))
+
+
+def container_retire(c, project: str, *, timeout: float | None = None, user: str | None = None) -> dict:
+    """Stop + remove + release the devices; the workspace is kept."""
+    return c.call("POST", f"/v1/containers/{_q(project)}/retire", _body(timeout=timeout, user=user))
+
+
+def container_keepalive(c, project: str, *, seconds: float | None = None, user: str | None = None) -> dict:
+    return c.call("POST", f"/v1/containers/{_q(project)}/keepalive", _body(seconds=seconds, user=user))
+
+
+def containers(c, *, running: bool = False, all_users: bool = False, user: str | None = None) -> list[dict]:
+    """The caller's container records (``running``: only running ones)."""
+    return c.call("GET", "/v1/containers", params={"all_users": all_users, "user": user, "running": running})
+
+
+def container_stats(c, *, all_users: bool = False, user: str | None = None) -> list[dict]:
+    return c.call("GET", "/v1/containers-stats", params={"all_users": all_users, "user": user})
+
+
+def exec_path(project: str) -> str:
+    """The path of the exec WebSocket (``ds01.client.stream`` opens it)."""
+    return f"/v1/containers/{_q(project)}/exec"
+
+
+# --------------------------------------------------------------------------- images
+
+
+def images(c, *, all_users: bool = False, user: str | None = None) -> list[dict]:
+    return c.call("GET", "/v1/images", params={"all_users": all_users, "user": user})
+
+
+def image(c, project: str, *, user: str | None = None) -> dict:
+    """The daemon's view of the project image; NotFound when there is none."""
+    return c.call("GET", f"/v1/images/{_q(project)}", params={"user": user})
+
+
+def image_build(c, project: str, *, no_cache: bool | None = None, user: str | None = None) -> Iterator[dict]:
+    """The build's NDJSON items (``stream`` lines, then ``result``); a failure raises."""
+    return c.stream("POST", f"/v1/images/{_q(project)}/build", _body(no_cache=no_cache, user=user))
+
+
+def image_delete(c, project: str, *, force: bool | None = None, user: str | None = None) -> dict:
+    return c.call("POST", f"/v1/images/{_q(project)}/delete", _body(force=force, user=user))
+
+
+def images_catalog(c, *, framework: str | None = None) -> dict:
+    return c.call("GET", "/v1/images-catalog", params={"framework": framework})
+
+
+def images_select(c, *, framework: str | None = None) -> dict:
+    """The base image for ``framework`` (``F[==VER]``; None: the lab's CPU base)."""
+    return c.call("GET", "/v1/images-select", params={"framework": framework})
+
+
+def base_image_bootstrap(c, *, suite: str | None = None, tag: str | None = None,
+                         force: bool | None = None) -> Iterator[dict]:
+    """(admins) Build the lab's base image; NDJSON items like :func:`image_build`."""
+    return c.stream("POST", "/v1/admin/base-image/bootstrap", _body(suite=suite, tag=tag, force=force))
+
+
+# --------------------------------------------------------------------------- GPUs and the queue
+
+
+def gpus(c) -> dict:
+    return c.call("GET", "/v1/gpus")
+
+
+def limits(c, *, user: str | None = None) -> dict:
+    return c.call("GET", "/v1/limits", params={"user": user})
+
+
+def queue(c, *, all_users: bool = False) -> list[dict]:
+    return c.call("GET", "/v1/queue", params={"all_users": all_users})
+
+
+def queue_cancel(c, queue_id: int) -> dict:
+    return c.call("POST", f"/v1/queue/{int(queue_id)}/cancel", {})
+
+
+# --------------------------------------------------------------------------- lifecycle (admins)
+
+
+def exemptions(c) -> list[dict]:
+    return c.call("GET", "/v1/admin/exemptions")
+
+
+def exemption_grant(c, user: str, *, seconds: float, kind: str | None = None, reason: str | None = None) -> dict:
+    return c.call("POST", "/v1/admin/exemptions", _body(user=user, kind=kind, seconds=seconds, reason=reason))
+
+
+def exemption_revoke(c, exemption_id: int) -> dict:
+    return c.call("POST", f"/v1/admin/exemptions/{int(exemption_id)}/revoke")
+
+
+# --------------------------------------------------------------------------- seeing the lab
+
+
+def status(c) -> dict:
+    return c.call("GET", "/v1/status")
+
+
+def dashboard(c, *, stats: bool = True) -> dict:
+    """(admins) The admin dashboard; ``stats`` False skips per-container CPU/memory."""
+    return c.call("GET", "/v1/admin/dashboard", params={"stats": "1" if stats else "0"})
+
+
+def events(c, *, since: str | None = None, user: str | None = None, types: list[str] | tuple[str, ...] = (),
+           results: list[str] | tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
+    return c.call("GET", "/v1/events", params={"since": since, "user": user, "type": ",".join(types) or None,
+                                               "result": ",".join(results) or None, "limit": limit})
+
+
+def usage(c, *, since: str | None = None, until: str | None = None, by: str | None = None,
+          user: str | None = None) -> dict:
+    return c.call("GET", "/v1/usage", params={"since": since, "until": until, "by": by, "user": user})

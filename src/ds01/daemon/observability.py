@@ -1,0 +1,48 @@
+"""The daemon's TCP listeners for people and Prometheus, plus the usage sampler.
+
+Started by ``serve()`` after the API socket is up; each part failing to bind is logged only
+(observability must never keep the daemon from serving users).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ds01.daemon.metrics import Metrics
+from ds01.daemon.services import Services
+from ds01.daemon.web import StatusPage
+
+log = logging.getLogger("ds01d")
+
+
+class Observability:
+    def __init__(self, s: Services, metrics: Metrics):
+        self.s = s
+        self.metrics = metrics
+        self.cfg = s.ctx.config.observability
+        self.page = StatusPage(s.status, self.cfg.web)
+        self._sampler: asyncio.Task | None = None
+
+    async def start(self, interval: float) -> None:
+        await asyncio.to_thread(self.metrics.start, self.cfg.metrics.listen)
+        await self.page.start(self.cfg.web.listen)
+        self._sampler = asyncio.create_task(self._sample(max(5.0, min(interval, 60.0))))
+
+    async def _sample(self, interval: float) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.s.usage.sample_peaks)
+            except Exception:
+                log.exception("usage sampling failed")
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            try:
+                await self._sampler
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.page.stop()
+        await asyncio.to_thread(self.metrics.stop)

@@ -8,6 +8,9 @@ from ds01.errors import InvalidInput
 
 # \Z, not $: '$' also matches before a trailing newline ('evil\n' would pass)
 PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+# one path component of a Docker repository (the distribution reference grammar)
+_REPO_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_UID_NAMESPACE = re.compile(r"u\.[0-9]+\Z")
 
 
 def validate_project(name: object) -> str:
@@ -30,7 +33,20 @@ def container_name(prefix: str, uid: int, project: str) -> str:
     return f"{prefix}-{uid}-{project}"
 
 
-def image_name(user: str, project: str) -> str:
-    """Repository for a user's project image (Docker repositories must be lowercase)."""
-    safe_user = re.sub(r"[^a-z0-9_.-]", "-", user.lower()).strip("-.") or "user"
-    return f"ds01/{safe_user}/{project}"
+def image_namespace(user: str, uid: int | None = None) -> str:
+    """A user's image namespace, one-to-one so that no user can build into another's.
+
+    A name that already is a valid repository component is used as it is (existing images keep
+    their names); any other name (``alice-``, ``Bob``, ``a..b``), and any name shaped like the
+    fallback itself, maps to ``u.<uid>``, which the uid makes unique. (The old lossy mapping
+    sent ``alice-`` to ``alice``: that user's build moved alice's tag onto their own image.)"""
+    if _REPO_COMPONENT.match(user) and not _UID_NAMESPACE.match(user):
+        return user
+    if uid is None:
+        raise ValueError(f"the user name {user!r} needs its uid to name an image namespace")
+    return f"u.{int(uid)}"
+
+
+def image_name(user: str, project: str, uid: int | None = None) -> str:
+    """Repository of a user's project image: ``ds01/<namespace>/<project>``."""
+    return f"ds01/{image_namespace(user, uid)}/{project}"

@@ -40,7 +40,20 @@ def test_accepted_names_can_never_escape_a_directory(name):
 
 def test_container_and_image_names():
     assert container_name("ds01", 1001, "thesis") == "ds01-1001-thesis"
-    assert image_name("Alice.Smith", "p") == "ds01/alice.smith/p"
+    assert image_name("alice.smith", "p", 1001) == "ds01/alice.smith/p"
+    # names that are not a repository component as they are map by uid: one-to-one
+    assert image_name("Alice.Smith", "p", 1001) == "ds01/u.1001/p"
+    assert image_name("alice-", "p", 1002) == "ds01/u.1002/p"
+    assert image_name("u.7", "p", 1003) == "ds01/u.1003/p"  # shaped like the fallback
+
+
+@given(st.lists(st.tuples(st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True), st.integers(0, 10**6)),
+                unique_by=(lambda t: t[0], lambda t: t[1])))
+def test_image_namespaces_are_one_to_one(accounts):
+    from ds01.names import image_namespace
+
+    spaces = [image_namespace(name, uid) for name, uid in accounts]
+    assert len(set(spaces)) == len(spaces)
 
 
 @pytest.mark.parametrize("text,expected", [("512m", 512 * 2**20), ("32g", 32 * 2**30), ("1.5GiB", int(1.5 * 2**30)),

@@ -169,7 +169,7 @@ def unchanged_image(project: str, ws: str) -> str | None:
             return None
     except OSError:
         return None
-    return f"{image_name(current_user()[0], project)}:latest"
+    return f"{image_name(current_user()[0], project, os.getuid())}:latest"
 
 
 def launch_unchanged(project: str, ws: str, *, gpu: dict | None = None, queue: bool = False,

@@ -320,6 +320,15 @@ class ImageService(ProjectImages):
                            f"{plan.context.bytes} bytes of context)"}
             new_id = yield from self._engine_build(plan, cancel)
             old = self.rt.image_inspect(f"{plan.repo}:{TAG}")
+            if old is not None and old.id != new_id and not self._owned(old, plan.who):
+                # never move a tag off an image that is not the caller's (defence in depth: the
+                # namespaces are one-to-one, see names.image_namespace)
+                try:
+                    self.rt.image_remove(new_id)
+                except DS01Error:
+                    pass
+                raise PolicyDenied(f"{plan.repo}:{TAG} names an image that is not yours; it was not replaced",
+                                   "ask an admin to check the image namespace ('ds01 admin images')")
             self.rt.image_tag(new_id, plan.repo, TAG)
             if old is not None and old.id != new_id and self._owned(old, plan.who):
                 try:  # the superseded image; kept while a container still uses it

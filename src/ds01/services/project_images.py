@@ -14,7 +14,7 @@ from typing import Any
 from ds01 import labels as label_keys
 from ds01.errors import Conflict, DS01Error, InvalidInput, NotFound
 from ds01.images.dockerfile_check import ID_LIKE
-from ds01.names import image_name, validate_project
+from ds01.names import image_name, image_namespace, validate_project
 from ds01.runtime.base import ImageInfo, RuntimeImages
 from ds01.services.context import Context
 from ds01.services.identity import Caller
@@ -62,7 +62,7 @@ class ProjectImages:
 
     # -- ownership -------------------------------------------------------------------------
     def _repo(self, who: Caller, project: str) -> str:
-        return image_name(who.name, validate_project(project))
+        return image_name(who.name, validate_project(project), who.uid)
 
     def _owned(self, info: ImageInfo | None, who: Caller) -> bool:
         return info is not None and info.labels.get(label_keys.MANAGED) == "true" and \
@@ -96,7 +96,7 @@ class ProjectImages:
         r = normalize_ref(ref)
         parts = r.ds01_parts()
         missing = NotFound(f"image {ref!r} does not exist", "'image-list' shows your images")
-        if parts is not None and len(parts) >= 2 and (len(parts) != 2 or parts[0] != who.name):
+        if parts is not None and len(parts) >= 2 and (len(parts) != 2 or parts[0] != image_namespace(who.name, who.uid)):
             raise missing
         info = self.rt.image_inspect(ref)
         if info is None:

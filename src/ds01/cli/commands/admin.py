@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ds01.cli.options import json_opt
 from ds01.cli.output import ok, print_json
 
 
@@ -28,7 +29,7 @@ def base_image() -> None:
 @click.option("--suite", default="bookworm", show_default=True, help="Debian suite to bootstrap")
 @click.option("--tag", default="ds01/base:latest", show_default=True, help="image name:tag to create")
 @click.option("--force", is_flag=True, help="rebuild even if the image exists")
-@click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+@json_opt
 def bootstrap(suite: str, tag: str, force: bool, as_json: bool) -> None:
     """Build the base image without any registry: Debian minbase + python3, pip and a venv at
     /opt/venv, imported with 'docker import'. Exits 0 at once if the image already exists.

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ds01.cli import workspaces
+from ds01.cli.options import CTX
 from ds01.projects import scaffold
 from ds01.projects.workspace import display_path
 
@@ -46,7 +47,7 @@ def _emit_json(data: dict[str, object]) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CTX)
 @click.argument("project")
 @click.option(
     "--type",
@@ -85,7 +86,7 @@ def dir_create(project: str, kind: str, force: bool, as_json: bool) -> None:
     click.echo(f"next: readme-create {project}, then git-init {project} (so the README is in the first commit)")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CTX)
 @click.argument("project")
 @click.option("--remote", metavar="URL", help="Add this as 'origin' (e.g. git@github.com:you/thesis.git).")
 @click.option("--name", metavar="NAME", help="Commit author name for this repository only.")
@@ -119,7 +120,7 @@ def git_init(project: str, remote: str | None, name: str | None, email: str | No
         click.echo(f"nothing to do: {display_path(path)} is already set up")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CTX)
 @click.argument("project")
 @click.option("--framework", metavar="NAME", help="Mention the framework (e.g. 'pytorch 2.5') in the README.")
 @click.option("--image", metavar="IMAGE", help="Mention the project's image in the README.")

@@ -69,6 +69,8 @@ class _FakeApi:
     def __init__(self):
         self.host_config: dict = {}
         self.created: list[dict] = []
+        self.made_networks: list[str] = []
+        self.network_labels: dict = {}
 
     def create_host_config(self, **kw):
         self.host_config = kw
@@ -89,6 +91,19 @@ class _FakeApi:
     def remove_container(self, cid, force=False, v=False):
         pass
 
+    def networks(self, names=None, filters=None):
+        return [{"Name": n, "Labels": self.network_labels} for n in names or [] if n in self.made_networks]
+
+    def create_network(self, name, **kw):
+        self.made_networks.append(name)
+        self.network_labels = kw.get("labels") or {}
+
+    def create_networking_config(self, endpoints):
+        return {"EndpointsConfig": endpoints}
+
+    def create_endpoint_config(self, aliases=None):
+        return {"Aliases": aliases}
+
 
 def _backend(tmp_path):
     from docker import errors, types
@@ -97,7 +112,9 @@ def _backend(tmp_path):
 
     b = object.__new__(DockerBackend)  # no engine connection
     b._docker = type("D", (), {"types": types})
-    b._err, b.api, b._lock, b._accounts_cache = errors, _FakeApi(), threading.Lock(), {}
+    from ds01.runtime.accounts import AccountCache
+
+    b._err, b.api, b._lock, b._accounts_cache = errors, _FakeApi(), threading.Lock(), AccountCache()
     b.accounts_dir = str(tmp_path)
     return b
 

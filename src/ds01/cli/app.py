@@ -2,8 +2,8 @@
 
 pip-style: commands are looked up in a registry and imported lazily; every DS01Error is turned into
 one line of message, one of hint, and the exit code of its class, by the handler the fast path
-uses too (``ds01.cli.output.guarded``). Entry points
-are in ``ds01.cli.main`` (which tries ``ds01.cli.fast`` before importing this).
+uses too (``ds01.cli.output.guarded``). Entry points are in ``ds01.cli.main`` (which tries
+``ds01.cli.fast`` before importing this).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ds01.cli.lazy import Client
-from ds01.client import api
 from ds01.cli.output import ago, colour, echo, ok, print_json, table
+from ds01.client import api
 
 
 # --------------------------------------------------------------------------- L2 containers
@@ -88,7 +88,7 @@ def find_container(project: str, *, missing_ok: bool = False) -> dict | None:
     raise NotFound(f"project {project!r} has no container", "'container-list --all' shows your containers")
 
 
-# ------------------------------------------------------------------------- L3 deploy
+# --------------------------------------------------------------------------- L3 deploy
 
 
 def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,

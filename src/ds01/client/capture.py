@@ -1,6 +1,6 @@
 """Run a command in a container and *capture* its output (no terminal, nothing printed).
 
-Same WebSocket protocol as :mod:`ds01.client.stream` (see ``ds01.daemon.exec_stream``): one JSON
+Same WebSocket protocol as :mod:`ds01.client.stream` (see ``ds01.daemon.routes.exec``): one JSON
 request, binary frames whose first byte is the stream (1 stdout, 2 stderr), then a text
 ``{"type": "exit", "code": N}``. Used by the workflows to ask a container something
 (``pip list``, "is JupyterLab installed?") or to start a background process.

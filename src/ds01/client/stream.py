@@ -1,4 +1,4 @@
-"""The exec WebSocket, client side (protocol: ds01.daemon.exec_stream).
+"""The exec WebSocket, client side (protocol: ds01.daemon.routes.exec).
 
 ``run_exec`` gives ``container-run`` / ``container-attach`` a terminal (or plain pipes);
 ``capture_exec`` (ds01.client.capture) runs a command and keeps its output. Both use

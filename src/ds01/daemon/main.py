@@ -16,10 +16,17 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ds01.errors import ConfigError, DS01Error
 from ds01.paths import Paths
+
+if TYPE_CHECKING:  # the daemon's modules load lazily: --check-config needs none of them
+    from aiohttp import web
+
+    from ds01.daemon.metrics import Metrics
+    from ds01.daemon.services import Services
+    from ds01.services.context import Context
 
 log = logging.getLogger("ds01d")
 
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def build_services(ctx, on_release: Callable[[], None] | None = None):
+def build_services(ctx: Context, on_release: Callable[[], None] | None = None) -> Services:
     """The composition root: every service, built once, each given its collaborators when it is
     constructed. ``on_release`` is called (from worker threads) after GPU devices were released."""
     from ds01.daemon.services import Services
@@ -106,7 +113,7 @@ def build_services(ctx, on_release: Callable[[], None] | None = None):
                     usage=UsageService(ctx, containers))
 
 
-def build_app(s, metrics=None):
+def build_app(s: Services, metrics: Metrics | None = None) -> web.Application:
     """The API application: identity/audit middleware, every route table, and (with ``metrics``)
     the latency middleware, outermost so it times refusals too."""
     from aiohttp import web
@@ -115,13 +122,13 @@ def build_app(s, metrics=None):
     from ds01.daemon.routes import containers, gpus, images, lifecycle, status, system
     from ds01.daemon.routes import exec as exec_
 
-    app = web.Application(middlewares=[api_middleware(s.ctx)], client_max_size=s.ctx.config.daemon.max_body)
+    middlewares = [] if metrics is None else [metrics.middleware()]
+    app = web.Application(middlewares=[*middlewares, api_middleware(s.ctx)],
+                          client_max_size=s.ctx.config.daemon.max_body)
     for table in (system, containers, gpus, exec_, lifecycle, images, status):
         app.add_routes(table.routes(s))
     if metrics is not None:
-        app.middlewares.insert(0, metrics.middleware())
-
-        async def precreate(app: web.Application) -> None:
+        async def precreate(app: web.Application) -> None:  # a series per route, before any request
             metrics.precreate_endpoints(app)
 
         app.on_startup.append(precreate)

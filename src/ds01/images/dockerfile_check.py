@@ -133,6 +133,8 @@ def check_dockerfile(text: str) -> CheckedDockerfile:
             _check_label(ins.rest, where)
         if kw == "add":
             _check_add(ins.rest, where)
+        if kw == "volume":
+            _check_volume(ins.rest, where)
         if kw == "from":
             args = [a for a in _WS.split(ins.rest) if a]
             if len(args) == 3 and args[1].lower() == "as":
@@ -188,6 +190,25 @@ def _check_add(rest: str, where: str) -> None:
         if "://" in plain or plain.lower().startswith(("http:", "https:", "git@", "git:")):
             raise PolicyDenied(f"ADD from a URL is not allowed: the engine would fetch it from the host's network "
                                f"({where})", "download it in a RUN step instead (RUN curl … / RUN pip install …)")
+
+
+def _check_volume(rest: str, where: str) -> None:
+    """VOLUME paths, read as the builder reads them (a JSON list, else whitespace-separated words
+    with quotes removed): none may be a GPU hand-off path (``policy.isolation``)."""
+    from ds01.policy.isolation import refuse_gpu_handoff_volumes
+
+    args: list[str] | None = None
+    if rest.startswith("["):
+        try:
+            parsed = json.loads(rest)
+            if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
+                args = parsed
+        except ValueError:
+            args = None
+    paths = [_unquote(a) for a in (args if args is not None else [a for a in _WS.split(rest) if a])]
+    if any("$" in p for p in paths):
+        raise InvalidInput(f"variables in VOLUME paths cannot be checked ({where})", "write the path out")
+    refuse_gpu_handoff_volumes(paths, f"the Dockerfile ({where})")
 
 
 def image_refs(dockerfile: str) -> ImageRefs:

@@ -57,6 +57,9 @@ class ContainerSpec:
     no_new_privileges: bool
     init: bool  # an init as PID 1: reaps zombies and forwards SIGTERM, so a stop is graceful
     tmpfs: tuple[Tmpfs, ...]
+    # The user's own Docker network (``policy.isolation.user_network``): the backend creates it
+    # when missing and attaches nothing else; ``hostname`` is the container's name on it too.
+    network: str
     workdir: str = "/workspace"
     command: tuple[str, ...] | None = None
     runtime: str | None = None

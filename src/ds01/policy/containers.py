@@ -14,6 +14,7 @@ from ds01.errors import NotFound
 from ds01.models.config import Config
 from ds01.models.container import Account, ContainerSpec, Mount, Tmpfs
 from ds01.names import container_name
+from ds01.policy.isolation import refuse_gpu_handoff_volumes, user_network
 
 # Security options of every user container. Not configurable: an admin has no knob that weakens
 # them, and users cannot express them (models/api.py).
@@ -80,7 +81,10 @@ def home_tmpfs(account: Account, memory: int) -> Tmpfs:
 def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLike, workspace: str,
                now: float, instance: str, device_ids: tuple[str, ...] = (),
                ports: tuple[tuple[int, str, int], ...] = (), command: tuple[str, ...] | None = None,
-               host_cpus: int | None = None, image_id: str | None = None) -> ContainerSpec:
+               host_cpus: int | None = None, image_id: str | None = None,
+               image_volumes: Iterable[str] = ()) -> ContainerSpec:
+    """``image_volumes``: the image's declared VOLUMEs (refused under the GPU hand-off path)."""
+    refuse_gpu_handoff_volumes(image_volumes, f"the image {image!r}")
     mounts = [Mount(workspace, "/workspace")]
     mounts += [Mount(m.source, m.target, read_only=True) for m in cfg.containers.data_mounts]
     binding = cfg.gpu.binding
@@ -105,6 +109,7 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
         no_new_privileges=NO_NEW_PRIVILEGES,
         init=INIT,
         tmpfs=(home_tmpfs(account, memory),),
+        network=user_network(instance, who.uid),
         runtime=runtime,
         gpu_device_ids=tuple(device_ids),
         gpu_binding=binding,

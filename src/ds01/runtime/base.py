@@ -62,7 +62,9 @@ class ExecHandle:
 class RuntimeBackend(abc.ABC):
     @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create (do not start) a container from ``spec``. Raises Conflict if the name is taken."""
+        """Create (do not start) a container from ``spec``. Raises Conflict if the name is taken.
+        The container is on ``spec.network`` only (created when missing, labelled with the
+        instance/uid labels of ``spec.labels``), reachable there by ``spec.hostname``."""
 
     @abc.abstractmethod
     def start(self, container_id: str) -> None:
@@ -111,6 +113,12 @@ class RuntimeBackend(abc.ABC):
     def image_exists(self, ref: str) -> bool:
         """Whether the engine has this image locally."""
 
+    def prune_networks(self, selector: dict[str, str]) -> int:  # pragma: no cover - optional
+        """Remove the user networks (``ContainerSpec.network``: made by :meth:`create`, labelled
+        with ``selector``'s keys) that carry all of ``selector`` and no container is on; returns
+        how many. Housekeeping: never raises."""
+        return 0
+
     def logs(self, container_id: str, tail: int = 50) -> str:  # pragma: no cover - optional
         return ""
 
@@ -133,6 +141,7 @@ class ImageInfo:
     created: float  # unix time
     digests: list[str] = field(default_factory=list)  # repo@sha256:… names (pulled images)
     onbuild: list[str] = field(default_factory=list)  # the image's ONBUILD triggers (inspect only)
+    volumes: list[str] = field(default_factory=list)  # the image's declared VOLUMEs (inspect only)
 
 
 class RuntimeImages(abc.ABC):

@@ -15,9 +15,10 @@ from typing import Any, Iterator
 from ds01 import labels
 from ds01.errors import Conflict, RuntimeFailure
 from ds01.runtime import docker_compat as compat
-from ds01.runtime.accounts import merge_account
+from ds01.runtime.accounts import MAX_ACCOUNT_FILE_BYTES, AccountCache, check_account_text, merge_account, too_large
 from ds01.runtime.base import ContainerGone, ContainerInfo, ContainerSpec, ExecHandle, RuntimeBackend
 from ds01.runtime.base import ImageInfo, RuntimeImages, Tmpfs
+from ds01.runtime.docker_networks import DockerNetworks
 
 
 def _nano_cpus(cpus: float) -> int:
@@ -28,7 +29,7 @@ def _tmpfs_options(t: Tmpfs) -> str:
     return f"{'exec' if t.exec else 'noexec'},uid={t.uid},gid={t.gid},mode={t.mode:04o},size={t.size}"
 
 
-class DockerBackend(RuntimeBackend, RuntimeImages):
+class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
     def __init__(self, base_url: str | None = None, timeout: int = 120, accounts_dir: str | None = None):
         """``accounts_dir``: where the generated passwd/group files of each container live (bind
         mounted read-only; cheaper than writing them into the container's layer, which makes the
@@ -46,7 +47,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         self.api.trust_env = False
         self._lock = threading.Lock()
         # image id -> (/etc/passwd, /etc/group) of that image: the same for every container of it
-        self._accounts_cache: dict[str, tuple[str | None, str | None]] = {}
+        self._accounts_cache = AccountCache()
         self.accounts_dir = accounts_dir
 
     # -- helpers ---------------------------------------------------------------------------
@@ -88,6 +89,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             tmpfs={t.target: _tmpfs_options(t) for t in spec.tmpfs} or None,
             runtime=spec.runtime,
             port_bindings={p: (ip, hp) for p, ip, hp in spec.ports} or None,
+            network_mode=spec.network,  # the user's own network, never the default bridge
         )
         # Docker creates a missing bind source as a directory at create time: write first.
         pw_file, gr_file = self._write_account_files(spec)
@@ -97,9 +99,19 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             host_kwargs["device_requests"] = [
                 types.DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]])
             ]
+        # the network's labels: this instance's selector for the container's user
+        selector = {k: spec.labels[k] for k in (labels.MANAGED, labels.INSTANCE, labels.UID) if k in spec.labels}
+        aliases = [spec.hostname] if spec.hostname else None
+        with self._net_lock(spec.network):  # a prune never removes it between these two steps
+            self.ensure_network(spec.network, selector)
+            return self._create_container(spec, host_kwargs, aliases)
+
+    def _create_container(self, spec: ContainerSpec, host_kwargs: dict[str, Any],
+                          aliases: list[str] | None) -> ContainerInfo:
         try:
             host_config = self.api.create_host_config(**host_kwargs)
             cmd = list(spec.command) if spec.command else ["sleep", "infinity"]
+            net = self.api.create_networking_config({spec.network: self.api.create_endpoint_config(aliases=aliases)})
             res = self.api.create_container(
                 image=spec.image,
                 command=cmd,
@@ -111,6 +123,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
                 host_config=host_config,
                 hostname=spec.hostname,
                 ports=[p for p, _, _ in spec.ports] or None,
+                networking_config=net,
                 detach=True,
             )
         except self._err.ImageNotFound:
@@ -147,13 +160,11 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             return cached
         tmp = self.api.create_container(image=image_id, command=["/nonexistent"], labels={labels.PROBE: "passwd"})
         try:
-            cached = (self._read_file(tmp["Id"], "/etc/passwd"), self._read_file(tmp["Id"], "/etc/group"))
+            cached = (self._read_account_file(tmp["Id"], "/etc/passwd", image),
+                      self._read_account_file(tmp["Id"], "/etc/group", image))
         finally:
             self.api.remove_container(tmp["Id"], force=True)
-        with self._lock:
-            if len(self._accounts_cache) > 256:
-                self._accounts_cache.clear()
-            self._accounts_cache[image_id] = cached
+        self._accounts_cache.put(image_id, cached)
         return cached
 
     def _write_account_files(self, spec: ContainerSpec) -> tuple[str, str]:
@@ -179,19 +190,37 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
         if files is not None:
             shutil.rmtree(os.path.dirname(files[0]), ignore_errors=True)
 
-    def _read_file(self, cid: str, path: str) -> str | None:
+    def _read_account_file(self, cid: str, path: str, image: str) -> str | None:
+        """One account file of an image, bounded (runtime/accounts.py): its size is checked
+        before any of it is read, the stream is cut past the bound (a size that lied), and the
+        line count is checked. None when the image has no such regular file."""
+        cap = MAX_ACCOUNT_FILE_BYTES
         try:
-            stream, _ = self.api.get_archive(cid, path)
+            stream, stat = self.api.get_archive(cid, path)
         except self._err.NotFound:
             return None
         except self._err.APIError as e:
             raise self._fail(f"reading {path} from the image failed", e) from None
-        raw = b"".join(stream)
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        try:
+            size = int((stat or {}).get("size") or 0)
+            if size > cap:
+                raise too_large(path, image, f"{size} bytes; the limit is {cap}")
+            buf, limit = bytearray(), cap + 64 * 1024  # the tar's own headers and padding
+            for chunk in stream:
+                buf += chunk
+                if len(buf) > limit:
+                    raise too_large(path, image, f"more than {cap} bytes")
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        with tarfile.open(fileobj=io.BytesIO(bytes(buf))) as tar:
             for member in tar.getmembers():
                 if member.isfile():
+                    if member.size > cap:
+                        raise too_large(path, image, f"{member.size} bytes; the limit is {cap}")
                     f = tar.extractfile(member)
-                    return f.read().decode("utf-8", "replace") if f else None
+                    return check_account_text(path, f.read().decode("utf-8", "replace"), image) if f else None
         return None
 
     def start(self, container_id: str) -> None:
@@ -412,6 +441,7 @@ class DockerBackend(RuntimeBackend, RuntimeImages):
             created=float(created or 0),
             digests=[d for d in (attrs.get("RepoDigests") or []) if d != "<none>@<none>"],
             onbuild=list((attrs.get("Config") or {}).get("OnBuild") or []),
+            volumes=sorted((attrs.get("Config") or {}).get("Volumes") or {}),
         )
 
     def image_inspect(self, ref: str) -> ImageInfo | None:

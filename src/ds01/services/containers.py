@@ -233,7 +233,8 @@ class ContainerService:
             source = self._mount_point(workspace, name)
             spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
                               device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count(),
-                              image_id=local.id if local is not None else None)
+                              image_id=local.id if local is not None else None,
+                              image_volumes=local.volumes if local is not None else ())
             info = self.ctx.runtime.create(spec)
         except BaseException:
             self._unpin(name)
@@ -414,6 +415,7 @@ class ContainerService:
                    actor=actor)
         if released and self.on_release:
             self.on_release()
+        self.ctx.runtime.prune_networks(labels.managed(self.ctx.instance, rec.uid))  # the user's last one?
         if self.images is not None:
             try:  # the image this container kept alive after a rebuild, if any
                 self.images.prune_superseded(rec.uid)
@@ -579,7 +581,8 @@ class ContainerService:
                                  reason="found in the engine at daemon start")
             adopted += 1
         stale = self._unpin_stale()
-        return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale}
+        nets = self.ctx.runtime.prune_networks(labels.managed(self.ctx.instance))  # users with no container
+        return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale, "networks": nets}
 
     def _unpin_stale(self) -> int:
         """Pins left behind by containers that no longer have a live record (e.g. removed with the

@@ -191,6 +191,7 @@ class ImageService(ProjectImages):
         stamp recorded); returns (ref -> local id, or the ref when the engine will have to pull
         it, for the content hash; ref -> local image)."""
         from ds01.images.catalog import check_image_allowed
+        from ds01.policy.isolation import refuse_gpu_handoff_volumes
 
         ids, infos = {}, {}
         for ref in external:
@@ -205,6 +206,7 @@ class ImageService(ProjectImages):
                                    {"image": ref, "onbuild": list(info.onbuild)[:10]})
             ids[ref] = info.id if info else ref
             if info is not None:
+                refuse_gpu_handoff_volumes(info.volumes, f"the image {ref}")  # build steps would get it
                 infos[ref] = info
         return ids, infos
 

@@ -12,7 +12,6 @@ from ds01.cli.output import ok, print_json, table
 from ds01.client import api
 
 
-
 def _duration(value: str | None, what: str) -> float | None:
     if value is None:
         return None

@@ -16,7 +16,6 @@ from ds01.client import api
 Section = tuple[str, list[str], list[list[Any]], str]  # title, columns, rows, text when empty
 
 
-
 def _dur(s: float | None) -> str:
     from ds01.units import format_duration
 

@@ -171,7 +171,6 @@ def write_dockerfile(ws: Path, project: str, base: dict | None, framework: str |
     return f"written (base {base['image']})"
 
 
-
 @click.command(context_settings=CTX)
 @click.argument("project")
 @click.option("--framework", "-f", metavar="F[==VER]", help="pytorch, tensorflow, jax or python (default: CPU base)")

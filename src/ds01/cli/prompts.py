@@ -7,12 +7,6 @@ from typing import Any
 import click
 
 
-def show_explain() -> None:
-    from ds01.cli.commands.concepts import concepts_text
-
-    click.echo(concepts_text())
-
-
 def ask(question) -> Any:
     """Run a questionary question; Ctrl-C / Esc aborts the wizard (exit 130)."""
     answer = question.ask()

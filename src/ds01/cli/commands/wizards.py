@@ -18,9 +18,16 @@ import click
 from ds01.cli.lazy import Client
 from ds01.cli.options import CTX, PRESET_NAMES, explain_opt, gpu_options, json_opt, open_option
 from ds01.cli.output import ok, print_json
-from ds01.cli.prompts import ask, show_explain
+from ds01.cli.prompts import ask
 from ds01.cli.verbs import is_tty
 from ds01.client import api
+
+
+def show_explain() -> None:
+    from ds01.cli.commands.concepts import concepts_text
+
+    click.echo(concepts_text())
+
 
 KINDS = ("data-science", "blank")
 

@@ -40,6 +40,9 @@ class Limits(Strict):
     idle_timeout: Duration | None = Field(None, ge=0)
     gpu_hold_after_stop: Duration | None = Field(None, ge=0)
     priority_weight: float | None = Field(None, gt=0)
+    # batch jobs (issue 14): waiting and running at once; running jobs also count in max_gpus
+    max_jobs_queued: int | None = Field(None, ge=0)
+    max_jobs_running: int | None = Field(None, ge=0)
 
 
 DEFAULT_LIMITS = Limits(
@@ -56,6 +59,8 @@ DEFAULT_LIMITS = Limits(
     idle_timeout=2 * 3600,
     gpu_hold_after_stop=15 * 60,
     priority_weight=1.0,
+    max_jobs_queued=100,
+    max_jobs_running=4,
 )
 
 
@@ -273,6 +278,34 @@ class ObservabilityConfig(Strict):
     web: WebConfig = WebConfig()
 
 
+class JobsConfig(Strict):
+    """Batch jobs (issue 14): logs, retention, the grace between SIGTERM and kill."""
+
+    # each job's log file (under the daemon's state dir) stops growing at this size
+    log_max_bytes: Size = Field(10 * 1024**2, ge=1024)
+    # ended jobs' records and logs are dropped after this (0 = kept)
+    retention: Duration = Field(30 * 86400, ge=0)
+    # at the time limit or a cancel: SIGTERM, then SIGKILL after this
+    kill_grace: Duration = Field(10, ge=0, le=3600)
+    max_array_tasks: int = Field(1000, ge=1, le=100_000)
+
+
+class SmtpConfig(Strict):
+    """A mail relay for job notifications (users opt in with ``job-submit --mail``)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = Field("ds01@localhost", min_length=3)
+    # the recipient of a user's mail; {user} is the login name
+    address: str = "{user}@localhost"
+    starttls: bool = False
+    timeout: Duration = Field(10, gt=0, le=120)
+
+
+class NotifyConfig(Strict):
+    smtp: SmtpConfig | None = None
+
+
 class Config(Strict):
     admin_group: str = "ds01-admin"
     daemon: DaemonConfig = DaemonConfig()
@@ -283,6 +316,8 @@ class Config(Strict):
     queue: QueueConfig = QueueConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    jobs: JobsConfig = JobsConfig()
+    notify: NotifyConfig = NotifyConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}

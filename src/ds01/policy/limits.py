@@ -32,6 +32,8 @@ class EffectiveLimits:
     idle_timeout: float
     gpu_hold_after_stop: float
     priority_weight: float
+    max_jobs_queued: int
+    max_jobs_running: int
     group: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 

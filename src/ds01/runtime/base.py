@@ -122,6 +122,10 @@ class RuntimeBackend(abc.ABC):
     def logs(self, container_id: str, tail: int = 50) -> str:  # pragma: no cover - optional
         return ""
 
+    def follow_logs(self, container_id: str) -> Iterator[bytes]:  # pragma: no cover - optional
+        """Everything the container wrote since it started, then more until it exits."""
+        return iter(())
+
     def events(self) -> Iterator[dict]:  # pragma: no cover - optional
         return iter(())
 
@@ -158,7 +162,9 @@ class RuntimeImages(abc.ABC):
 
     Nothing a user controls reaches the engine except the context tar: the backend never sets a
     network mode (the engine's default bridge), never privileged or extra capabilities, never
-    host mounts, and never pulls when the base image exists locally. Exceeding ``timeout`` or
+    host mounts, and never pulls when the base image exists locally. Every step gets ``memory``
+    and ``cpus``; all steps together at most ``pids`` processes (``runtime/build_cgroup.py``),
+    and an error from exceeding a limit says so. Exceeding ``timeout`` or
     setting ``cancel`` aborts the build (the engine stops the step's container when the client
     goes away) and raises :class:`ds01.errors.BuildFailed`.
     """
@@ -166,7 +172,8 @@ class RuntimeImages(abc.ABC):
     @abc.abstractmethod
     def build_image(self, context: BinaryIO, *, labels: dict[str, str], buildargs: dict[str, str],
                     nocache: bool, timeout: float, memory: int | None = None,
-                    cancel: threading.Event | None = None) -> Iterator[dict]:
+                    cancel: threading.Event | None = None, pids: int | None = None,
+                    cpus: float | None = None) -> Iterator[dict]:
         """Build from ``context`` (a tar with ``Dockerfile`` at its root); see the class doc."""
 
     @abc.abstractmethod

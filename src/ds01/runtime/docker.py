@@ -13,6 +13,7 @@ import time
 from typing import Any, Iterator
 
 from ds01 import labels
+from ds01 import labels as label_keys  # build_image has a parameter named labels
 from ds01.errors import Conflict, RuntimeFailure
 from ds01.runtime import docker_compat as compat
 from ds01.runtime.accounts import MAX_ACCOUNT_FILE_BYTES, AccountCache, check_account_text, merge_account, too_large
@@ -354,12 +355,21 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
         except self._err.APIError:
             return ""
 
+    def follow_logs(self, container_id: str) -> Iterator[bytes]:
+        """The container's whole output (stdout and stderr, from its start), then what it writes
+        until it exits (batch jobs, services/jobs.py); ends when the container stops."""
+        try:
+            yield from self.api.logs(container_id, stream=True, follow=True, stdout=True, stderr=True)
+        except self._err.NotFound:
+            return
+        except self._err.APIError as e:
+            raise self._fail("reading the container's output failed", e) from None
+
     # -- images ----------------------------------------------------------------------------
     def build_image(self, context, *, labels: dict[str, str], buildargs: dict[str, str], nocache: bool,
-                    timeout: float, memory: int | None = None, cancel: threading.Event | None = None):
+                    timeout: float, memory: int | None = None, cancel: threading.Event | None = None,
+                    pids: int | None = None, cpus: float | None = None):
         import json
-
-        from ds01.errors import BuildFailed
 
         params: dict[str, Any] = {
             "dockerfile": "Dockerfile", "q": False, "nocache": nocache, "rm": True, "forcerm": True,
@@ -367,6 +377,33 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
         }
         if memory:
             params.update(memory=memory, memswap=memory)
+        if cpus:
+            params.update(cpuperiod=100_000, cpuquota=max(1000, int(cpus * 100_000)))
+        # named after the daemon instance (its label), so each daemon sweeps only its own
+        cg = self._build_cgroup(labels.get(label_keys.INSTANCE) or "default", pids) if pids else None
+        if cg is not None:
+            params["cgroupparent"] = cg.parent  # every step's container is a child: pids capped in all
+        try:
+            yield from self._run_build(params, context, timeout, cancel, cg, pids)
+        finally:
+            if cg is not None:
+                cg.close()
+
+    def _build_cgroup(self, instance: str, pids: int):
+        from ds01.runtime.build_cgroup import open_build_cgroup
+
+        if getattr(self, "_cgroup_kind", None) is None:
+            try:
+                info = self.api.info()
+            except self._err.APIError as e:
+                raise self._fail("reading the engine's cgroup setup failed", e) from None
+            self._cgroup_kind = (str(info.get("CgroupDriver") or ""), str(info.get("CgroupVersion") or "1"))
+        return open_build_cgroup(*self._cgroup_kind, instance=instance, pids=pids)
+
+    def _run_build(self, params: dict[str, Any], context, timeout: float, cancel: threading.Event | None,
+                   cg, pids: int | None):
+        from ds01.errors import BuildFailed
+
         try:
             # requests' own post (APIClient is a requests.Session), so this code owns the response
             # and can cut it at the deadline; timeout=None because a quiet step may run for long.
@@ -384,7 +421,14 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
         try:
             for msg in compat.json_stream(self.api, resp):
                 if "error" in msg:
-                    yield {"error": str(msg.get("error") or (msg.get("errorDetail") or {}).get("message"))}
+                    err = str(msg.get("error") or (msg.get("errorDetail") or {}).get("message"))
+                    if cg is not None and cg.pids_exceeded():
+                        err += (f" (the build reached its limit of {pids} processes, the same as your "
+                                "containers'; a step started more processes than that)")
+                    elif "non-zero code: 137" in err and params.get("memory"):
+                        err += (f" (killed: probably out of memory; the build's limit is "
+                                f"{int(params['memory']) // 1024**2} MiB, the same as your containers')")
+                    yield {"error": err}
                     return
                 if "aux" in msg and isinstance(msg["aux"], dict) and msg["aux"].get("ID"):
                     yield {"id": msg["aux"]["ID"]}

@@ -65,6 +65,7 @@ class BuildPlan:
     fingerprint: str | None = None
     bases: dict[str, str] | None = None
     args_hash: str = ""
+    limits: Any = None  # policy.isolation.BuildLimits of the user (pids, CPUs; memory above)
 
 
 _CODE_ID: bytes | None = None
@@ -224,6 +225,7 @@ class ImageService(ProjectImages):
         from ds01.images.build_context import read_context
         from ds01.images.dockerfile_text import content_hash
         from ds01.images.fingerprint import stat_fingerprint
+        from ds01.policy.isolation import build_limits
         from ds01.policy.limits import effective_limits
         from ds01.services.workspace import _gids, base_for
 
@@ -270,9 +272,9 @@ class ImageService(ProjectImages):
             current = self.rt.image_inspect(f"{repo}:{TAG}")
             same = (not no_cache and self._owned(current, who)
                     and current is not None and current.labels.get(label_keys.CONTENT_HASH) == digest)
-            memory = effective_limits(self.cfg, who.name, set(who.groups)).memory
+            lim = build_limits(effective_limits(self.cfg, who.name, set(who.groups)), os.cpu_count())
             return BuildPlan(actor, who, project, repo, ctx, labels, args, no_cache,
-                             current if same else None, release, memory, fp, ids, args_hash)
+                             current if same else None, release, lim.memory, fp, ids, args_hash, lim)
         except BaseException:
             release()
             raise
@@ -352,9 +354,10 @@ class ImageService(ProjectImages):
         events = BuildEvents()  # what the user is shown (bounded)
         new_id = None
         stop = cancel or threading.Event()
+        lim = getattr(plan, "limits", None)  # policy.isolation.BuildLimits: pids, CPUs as containers
         gen = self.rt.build_image(plan.context.tar, labels=plan.labels, buildargs=plan.buildargs,
                                   nocache=plan.nocache, timeout=self.cfg.build.timeout,
-                                  memory=plan.memory, cancel=stop)
+                                  memory=plan.memory, cancel=stop, pids=lim and lim.pids, cpus=lim and lim.cpus)
         try:
             for msg in gen:
                 if "stream" in msg:

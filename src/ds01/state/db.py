@@ -14,6 +14,7 @@ from ds01.state.base import Tx
 from ds01.state.containers import LIVE, ContainerRecord, ContainersStore
 from ds01.state.events import EventsStore
 from ds01.state.exemptions import ExemptionsStore
+from ds01.state.jobs import JobsStore
 from ds01.state.lifecycle import LifecycleStore
 from ds01.state.queue import QueueStore
 from ds01.state.schema import SCHEMA
@@ -24,5 +25,5 @@ __all__ = ["LIVE", "SCHEMA", "ContainerRecord", "Store", "Tx"]
 
 
 class Store(ContainersStore, AllocationsStore, QueueStore, EventsStore, LifecycleStore, ExemptionsStore,
-            UsageStore, StampsStore):
+            UsageStore, StampsStore, JobsStore):
     """The state DB. ``Store(path)`` opens (and creates or migrates) it."""

@@ -135,6 +135,47 @@ CREATE TABLE IF NOT EXISTS container_peaks (
     peak_bytes  INTEGER NOT NULL,
     sampled_at  REAL NOT NULL
 );
+-- batch jobs (issue 14; state.jobs): what ran, from which image and commit, and how it ended.
+-- A starting/running job's GPUs are allocations of its own containers row (status 'job').
+CREATE TABLE IF NOT EXISTS jobs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid           INTEGER NOT NULL,
+    user          TEXT NOT NULL,
+    project       TEXT NOT NULL,
+    name          TEXT,
+    state         TEXT NOT NULL,        -- policy.jobs.STATES
+    reason        TEXT,
+    command       TEXT NOT NULL,        -- JSON list of words
+    env           TEXT NOT NULL DEFAULT '{}',
+    request       TEXT NOT NULL DEFAULT '{}',  -- the GPU request
+    time_limit    REAL,
+    image         TEXT NOT NULL,        -- the reference asked for / resolved
+    image_id      TEXT,                 -- the engine's image id it runs (rerun uses this)
+    git_commit    TEXT,
+    git_dirty     INTEGER,
+    array_id      INTEGER,              -- the first task's id; NULL for a single job
+    array_index   INTEGER,
+    array_throttle INTEGER,
+    after         TEXT NOT NULL DEFAULT '[]',  -- JSON list of job ids
+    requeue       INTEGER NOT NULL DEFAULT 0,
+    mail          INTEGER NOT NULL DEFAULT 0,
+    submitted_at  REAL NOT NULL,
+    started_at    REAL,
+    ended_at      REAL,
+    exit_code     INTEGER,
+    gpus          TEXT NOT NULL DEFAULT '[]',
+    container     INTEGER,              -- containers row holding its allocations
+    docker_id     TEXT,
+    docker_name   TEXT,
+    log_path      TEXT,
+    engine_boot   TEXT,                 -- the engine's boot marker when it started
+    requested     TEXT,                 -- cancel | timeout: what the daemon asked of it
+    waited        INTEGER NOT NULL DEFAULT 0,
+    rerun_of      INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_uid ON jobs(uid, state);
+CREATE INDEX IF NOT EXISTS jobs_array ON jobs(array_id, state);
 -- usage reports scan allocations and events by time window
 CREATE INDEX IF NOT EXISTS allocations_end ON allocations(end);
 CREATE INDEX IF NOT EXISTS events_uid_time ON events(uid, time);

@@ -25,7 +25,9 @@ elif [ -d /run/systemd/system ]; then
   install -m 0644 "$REPO/deploy/ds01d.service" /etc/systemd/system/ds01d.service
   systemctl daemon-reload && systemctl enable --now ds01d
 else
-  mkdir -p /var/log/ds01
+  # private: the log and the events carry what users ran (ds01d also fixes the modes at each start)
+  install -d -m 0750 /var/log/ds01 && chmod 0750 /var/log/ds01
+  (umask 077; : >>/var/log/ds01/ds01d.log) && chmod 0600 /var/log/ds01/ds01d.log
   log "starting ds01d (log: /var/log/ds01/ds01d.log)"
   nohup "$VENV/bin/ds01d" >>/var/log/ds01/ds01d.log 2>&1 &
   echo $! > /run/ds01d.pid

@@ -17,6 +17,7 @@ IMAGE = f"{PREFIX}.image"
 GPUS = f"{PREFIX}.gpus"
 CREATED_AT = f"{PREFIX}.created_at"
 PROBE = f"{PREFIX}.probe"
+JOB = f"{PREFIX}.job"  # a batch job's container: its job id (issue 14)
 # images only
 BASE = f"{PREFIX}.base"
 CONTENT_HASH = f"{PREFIX}.content_hash"

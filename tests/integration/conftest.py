@@ -7,7 +7,7 @@ import shutil
 import docker
 import pytest
 
-from .harness import USERS, Daemon, ensure_busybox_image, ensure_users, new_daemon
+from .harness import USERS, Daemon, ensure_busybox_image, ensure_users, new_daemon, sweep_stale_networks
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,7 @@ def docker_client() -> docker.DockerClient:
         pytest.fail(f"no Docker Engine reachable ({e}); .ci/run starts one")
     ensure_users()
     ensure_busybox_image(client)
+    sweep_stale_networks(client)
     return client
 
 

@@ -66,6 +66,28 @@ def ensure_busybox_image(client: docker.DockerClient) -> None:
     client.api.import_image_from_data(buf.getvalue(), repository="ds01-test/busybox", tag="latest")
 
 
+def sweep_stale_networks(client: docker.DockerClient, max_age: float = 3600) -> None:
+    """Unused user networks of test daemons that died without cleaning up (a killed run): their
+    root directory is gone, or they are an hour old. The engine has only ~30 subnets by default."""
+    import glob
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    for n in client.networks.list(filters={"label": "ds01.managed=true"}):
+        a = n.attrs
+        instance = (a.get("Labels") or {}).get("ds01.instance", "")
+        if not (a.get("Name", "").startswith("ds01-t") and instance.startswith("t")) or a.get("Containers"):
+            continue
+        try:
+            created = datetime.fromisoformat(a["Created"][:26].rstrip("Z") + "+00:00")
+            dead = not glob.glob(os.path.join(tempfile.gettempdir(), f"ds01-test-{instance[1:]}-*"))
+            if (dead or (now - created).total_seconds() > max_age) and not client.containers.list(
+                    all=True, filters={"network": a["Name"]}):
+                n.remove()
+        except (KeyError, ValueError, docker.errors.APIError):
+            pass
+
+
 @dataclass
 class Daemon:
     root: Path
@@ -181,6 +203,11 @@ class Daemon:
         self.stop()
         for c in self.containers(client):
             c.remove(force=True)
+        for n in client.networks.list(filters={"label": f"ds01.instance={self.instance}"}):
+            try:  # its users' networks (issue 15)
+                n.remove()
+            except docker.errors.APIError:
+                pass
         mounts = self.root / "var/lib/ds01/mounts"
         if mounts.is_dir():
             for name in os.listdir(mounts):

@@ -85,7 +85,8 @@ def web(docker_client):
     d.web_port = free_port()
     d.config["defaults"] = {"max_gpus": 2.0}
     d.config["observability"] = {"metrics": {"listen": ""},
-                                 "web": {"listen": f"127.0.0.1:{d.web_port}", "refresh": 5}}
+                                 "web": {"listen": f"127.0.0.1:{d.web_port}", "refresh": 5,
+                                         "show_user_names": True}}
     d.start()
     d.used = []
     yield d

@@ -19,6 +19,7 @@ from ds01.models import api as models
 ROUTES: dict[tuple[str, str], tuple[type | None, set[str]]] = {
     ("GET", r"/v1/health"): (None, set()),
     ("GET", r"/v1/whoami"): (None, set()),
+    ("GET", r"/v1/ssh/host-key"): (None, set()),
     ("POST", r"/v1/containers"): (models.CreateContainer, set()),
     ("POST", r"/v1/containers/deploy"): (models.DeployContainer, set()),
     ("POST", r"/v1/containers/[^/]+/start"): (models.StartContainer, set()),
@@ -44,8 +45,19 @@ ROUTES: dict[tuple[str, str], tuple[type | None, set[str]]] = {
     ("POST", r"/v1/admin/exemptions/\d+/revoke"): (None, set()),
     ("GET", r"/v1/status"): (None, set()),
     ("GET", r"/v1/admin/dashboard"): (None, {"stats"}),
-    ("GET", r"/v1/events"): (None, {"since", "user", "type", "result", "limit"}),
-    ("GET", r"/v1/usage"): (None, {"since", "until", "by", "user"}),
+    ("GET", r"/v1/events"): (None, {"since", "user", "type", "result", "limit", "all"}),
+    ("GET", r"/v1/usage"): (None, {"since", "until", "by", "user", "all_users"}),
+    ("POST", r"/v1/admin/reload"): (None, set()),
+    ("GET", r"/v1/admin/limits"): (None, {"user", "group"}),
+    ("POST", r"/v1/admin/limits"): (models.LimitsChange, set()),
+    ("GET", r"/v1/admin/users"): (None, set()),
+    ("GET", r"/v1/admin/doctor"): (None, set()),
+    ("POST", r"/v1/jobs"): (models.SubmitJob, set()),
+    ("GET", r"/v1/jobs"): (None, {"all", "state", "all_users"}),
+    ("GET", r"/v1/jobs/\d+"): (None, set()),
+    ("GET", r"/v1/jobs/\d+/logs"): (None, {"offset", "tail"}),
+    ("POST", r"/v1/jobs/\d+/cancel"): (None, set()),
+    ("POST", r"/v1/jobs/\d+/rerun"): (None, set()),
 }
 
 P = "my-proj"
@@ -54,6 +66,7 @@ GPU = {"gpus": 1, "gpu_profile": "1g.5gb", "mig": 2, "queue": True}
 CALLS = {
     "health": ((), {}),
     "whoami": ((), {}),
+    "ssh_host_key": ((), {}),
     "container_create": ((P,), {"image": "img:1", "cpu_only": True, "ports": [8888], "user": "bob", **GPU}),
     "container_deploy": ((P,), {"image": "img:1", "cpu_only": False, "ports": [8888], "user": "bob", **GPU}),
     "container_start": ((P,), {"user": "bob"}),
@@ -79,8 +92,23 @@ CALLS = {
     "exemption_revoke": ((4,), {}),
     "status": ((), {}),
     "dashboard": ((), {"stats": False}),
-    "events": ((), {"since": "2h", "user": "bob", "types": ["container", "gpu"], "results": ["denied"], "limit": 5}),
-    "usage": ((), {"since": "30d", "until": "1d", "by": "group", "user": "bob"}),
+    "events": ((), {"since": "2h", "user": "bob", "types": ["container", "gpu"], "results": ["denied"], "limit": 5,
+                    "all": True}),
+    "usage": ((), {"since": "30d", "until": "1d", "by": "group", "user": "bob", "all_users": True}),
+    "admin_reload": ((), {}),
+    "admin_limits": ((), {"user": "bob", "group": "students"}),
+    "admin_limits_change": ((), {"user": "bob", "group": "students", "defaults": True,
+                                 "set": {"max_gpus": 2, "memory": "32g"}, "unset": ["cpus"]}),
+    "admin_users": ((), {}),
+    "admin_doctor": ((), {}),
+    "job_submit": ((P, ["python3", "-c", "print(42)"]), {"gpus": 1, "gpu_profile": "1g.5gb", "mig": 2, "time": "4h",
+                                                         "name": "sweep", "array": "0-9%2", "after": [3, 4],
+                                                         "env": ["A=1"], "requeue": True, "mail": True}),
+    "jobs": ((), {"all": True, "state": "failed", "all_users": True}),
+    "job": ((7,), {}),
+    "job_logs": ((7,), {"offset": 10, "tail": 5}),
+    "job_cancel": ((7,), {}),
+    "job_rerun": ((7,), {}),
 }
 NOT_REQUESTS = {"exec_path"}  # builds a path; the WebSocket is opened by ds01.client.stream
 

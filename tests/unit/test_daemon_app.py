@@ -25,7 +25,7 @@ from ds01.services.events import EventLog
 from ds01.state.db import Store
 
 ROUTES = {
-    ("GET", "/v1/health"), ("GET", "/v1/whoami"),
+    ("GET", "/v1/health"), ("GET", "/v1/whoami"), ("GET", "/v1/ssh/host-key"),
     ("POST", "/v1/containers"), ("POST", "/v1/containers/deploy"), ("POST", "/v1/containers/{ref}/retire"),
     ("GET", "/v1/containers"), ("GET", "/v1/containers-stats"), ("POST", "/v1/containers/{ref}/start"),
     ("POST", "/v1/containers/{ref}/stop"), ("POST", "/v1/containers/{ref}/remove"),
@@ -36,6 +36,10 @@ ROUTES = {
     ("GET", "/v1/images/{project}"), ("POST", "/v1/images/{project}/build"), ("POST", "/v1/images/{project}/delete"),
     ("POST", "/v1/admin/base-image/bootstrap"),
     ("GET", "/v1/status"), ("GET", "/v1/events"), ("GET", "/v1/usage"), ("GET", "/v1/admin/dashboard"),
+    ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/logs"),
+    ("POST", "/v1/jobs/{id}/cancel"), ("POST", "/v1/jobs/{id}/rerun"),
+    ("POST", "/v1/admin/reload"), ("GET", "/v1/admin/limits"), ("POST", "/v1/admin/limits"),
+    ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"),
 }
 
 

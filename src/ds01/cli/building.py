@@ -98,6 +98,10 @@ def build(project: str, *, no_cache: bool = False, user: str | None = None, as_j
     finally:
         if progress:
             progress.close()
+    if user is None and project in (result.get("outdated") or ()):
+        from ds01.projects.stamps import mark_recheck
+
+        mark_recheck(project)  # the next project-launch must not reuse that container unasked
     return result
 
 
@@ -120,6 +124,18 @@ def report_built(project: str, res: dict, as_json: bool) -> None:
         ok(f"image {res['image']} is up to date (nothing changed)")
     else:
         ok(f"built {res['image']} ({format_size(res.get('size', 0))}) in {res.get('seconds', 0):.1f} s")
-    echo(f"  next: container-create {project} --image {res['image']}   (then container-run {project})")
+    echo("  next: " + next_after_build(project, res))
+
+
+def next_after_build(project: str, res: dict) -> str:
+    """The command to run after a build: one that uses the new image, also when the project
+    already has a container (which a create would refuse)."""
+    if project in (res.get("outdated") or ()):
+        return (f"project-launch {project} --yes   (your container of {project} runs the previous image: "
+                "this replaces it, the workspace is kept)")
+    if project in (res.get("used_by") or ()):
+        return f"container-run {project}   (your container of {project} already has this image)"
+    return f"project-launch {project}   (or container-create {project} --image {res['image']})"
+
 
 

@@ -44,7 +44,10 @@ def _verb(name: str):
     def body(project: str, flags: frozenset[str]) -> int | None:
         from ds01.cli import verbs
 
-        verbs.verb(name, project, "--json" in flags, **({"force": True} if "--force" in flags else {}))
+        if name == "stop":  # --yes/--force: kill running work without asking
+            verbs.verb(name, project, "--json" in flags, yes=bool(flags & {"--yes", "--force"}))
+        else:
+            verbs.verb(name, project, "--json" in flags, **({"force": True} if "--force" in flags else {}))
         return 0
 
     return body
@@ -99,16 +102,23 @@ def _rebuild(project: str, flags: frozenset[str]) -> int | None:
     return 0
 
 
+def _ssh(project: str, flags: frozenset[str]) -> int | None:
+    from ds01.cli.sshing import container_ssh
+
+    return container_ssh(project, start="--no-start" not in flags)
+
+
 # verb -> (its body, the boolean flags its fast form accepts: all exist on the click command)
 VERBS: dict[str, tuple[object, frozenset[str]]] = {
     "container-create": (_create, frozenset({"--cpu-only", "--json"})),
     "container-start": (_verb("start"), frozenset({"--json"})),
-    "container-stop": (_verb("stop"), frozenset({"--json"})),
+    "container-stop": (_verb("stop"), frozenset({"--yes", "--force", "--json"})),
     "container-remove": (_verb("remove"), frozenset({"--force", "--json"})),
     "container-list": (_list, frozenset({"--all", "--json"})),  # no PROJECT
     "container-deploy": (_deploy, frozenset({"--background", "--json"})),
     "project-launch": (_launch, frozenset({"--background", "--json"})),
     "image-update": (_rebuild, frozenset({"--rebuild", "--json"})),  # only with --rebuild
+    "container-ssh": (_ssh, frozenset({"--no-start"})),  # every SSH connection: no click
 }
 FLAGS: dict[str, frozenset[str]] = {verb: flags for verb, (_, flags) in VERBS.items()}
 NO_PROJECT = frozenset({"container-list"})

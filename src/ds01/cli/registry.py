@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "container-remove": ("ds01.cli.commands.containers:remove", "Remove a project's container (never the workspace)"),
     "container-list": ("ds01.cli.commands.containers:list_", "List your containers"),
     "container-stats": ("ds01.cli.commands.containers:stats", "CPU, memory and pids of your running containers"),
+    "container-ssh": ("ds01.cli.commands.ssh:container_ssh", "SSH into a project's container (an OpenSSH ProxyCommand)"),
+    "vscode-setup": ("ds01.cli.commands.ssh:vscode_setup", "Your laptop's ~/.ssh/config for SSH / VS Code into a container"),
     # L2: project helpers (run in the CLI as the user; no daemon)
     "dir-create": ("ds01.cli.commands.projects:dir_create", "Create a project's folders in ~/workspace (never overwrites)"),
     "git-init": ("ds01.cli.commands.projects:git_init", "Make a project a git repository with a first commit"),
@@ -34,12 +36,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "project-init": ("ds01.cli.commands.wizards:project_init", "New project: folders, requirements, Dockerfile, README, git"),
     "project-launch": ("ds01.cli.commands.wizards:project_launch", "Build the image if needed, start the container, open a shell"),
     # admin
-    "admin": ("ds01.cli.commands.admin:admin", "Admin tasks (e.g. 'ds01 admin base-image bootstrap')"),
+    "admin": ("ds01.cli.commands.admin:admin", "Admin tasks: dashboard, limits, reload, users, usage, events, doctor, …"),
     # GPUs and fair share
     "gpus": ("ds01.cli.commands.gpus:gpus", "Every GPU / MIG instance and who holds it"),
     "check-limits": ("ds01.cli.commands.gpus:check_limits", "Your limits, current usage and what is left"),
     "quota": ("ds01.cli.commands.gpus:check_limits", "Alias of check-limits"),
     "gpu-queue": ("ds01.cli.commands.gpus:gpu_queue", "Your requests waiting for a GPU (--cancel ID)"),
+    # batch jobs on the fair queue (issue 14)
+    "job-submit": ("ds01.cli.commands.jobs:submit", "Run a command as a batch job (waits for GPUs, keeps its output)"),
+    "job-list": ("ds01.cli.commands.jobs:list_", "Your jobs: queued and running (--all: ended too)"),
+    "job-show": ("ds01.cli.commands.jobs:show", "One job: state, reason, command, image id, git commit"),
+    "job-logs": ("ds01.cli.commands.jobs:logs", "A job's output, while it runs and after (-f follows)"),
+    "job-cancel": ("ds01.cli.commands.jobs:cancel", "Cancel queued or running jobs"),
+    "job-rerun": ("ds01.cli.commands.jobs:rerun", "Run a job again: same image id, command and resources"),
     # seeing the lab
     "status": ("ds01.cli.commands.status:status", "What the machine is doing: GPUs, holders, queue, your containers"),
     "events": ("ds01.cli.commands.status:events", "What happened: changes, denials, lifecycle actions"),

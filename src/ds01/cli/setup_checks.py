@@ -70,20 +70,38 @@ def _num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def check_workspace(me: dict | None) -> Check:
+def check_workspace(me: dict | None, interactive: bool = False, yes: bool = False) -> Check:
     """The folder of all projects, where the daemon (``me``: its whoami answer) says; without a
-    daemon, where the offline fallback says."""
+    daemon, where the offline fallback says. An existing one other users can read is offered to
+    be made private (asked on a terminal; done with ``yes``)."""
     from ds01.cli import workspaces
-    from ds01.projects.workspace import DIR_MODE, display_path, workspace_base
+    from ds01.projects.workspace import DIR_MODE, display_path, make_dir, share_gid, workspace_base
 
     base = workspace_base(base_template=workspaces.template_of(me))
     shown = display_path(base)
-    if base.is_dir():
-        return Check("workspace", True, f"{shown} exists")
+    group = (me or {}).get("workspace_group") or None
+    if base.is_dir() and not base.is_symlink():
+        st = base.stat()
+        # group bits are fine only for the admin's sharing group; other bits never
+        open_bits = st.st_mode & (0o007 if st.st_gid == share_gid(group) else 0o077)
+        if not open_bits:
+            return Check("workspace", True, f"{shown} exists (private)")
+        fix = f"chmod {'750' if st.st_gid == share_gid(group) else '700'} {shown}"
+        if not (yes or (interactive and _confirm(f"{shown} is readable by other users. Make it private ({fix})?"))):
+            return Check("workspace", False, f"{shown} is readable by other users", fix)
+        base.chmod(st.st_mode & 0o7777 & ~open_bits)
+        return Check("workspace", True, f"{shown} is now private ({fix})")
     if base.exists() or base.is_symlink():
         return Check("workspace", False, f"{shown} exists but is not a folder", f"move it away (mv {shown} {shown}.old)")
-    base.mkdir(mode=DIR_MODE, parents=True)
-    return Check("workspace", True, f"created {shown} (your projects live here)")
+    base.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    make_dir(base, group)
+    return Check("workspace", True, f"created {shown} (your projects live here, private to you)")
+
+
+def _confirm(question: str) -> bool:
+    import questionary
+
+    return bool(ask(questionary.confirm(question, default=True)))
 
 
 def check_daemon() -> tuple[Check, dict | None]:
@@ -193,7 +211,8 @@ def check_ssh(home: Path) -> Check:
 
 
 def ssh_guidance(user: str, host: str) -> str:
-    """Exact steps for VS Code Remote-SSH. Keys are made on the laptop, never on the server."""
+    """Exact steps for SSH and VS Code Remote-SSH, to the host and into containers
+    (``container-ssh``). Keys are made on the laptop, never on the server."""
     return f"""\
 VS Code / SSH from your laptop (the key is made on your laptop; the server never sees it):
   1. make a key, once:        ssh-keygen -t ed25519
@@ -203,6 +222,11 @@ VS Code / SSH from your laptop (the key is made on your laptop; the server never
            HostName {host}
            User {user}
            IdentityFile ~/.ssh/id_ed25519
-  Then 'ssh ds01' works, and in VS Code: "Remote-SSH: Connect to Host..." → ds01,
-  and open the folder ~/workspace/<project>."""
+       Host *.ds01
+           ProxyCommand ssh -T {user}@{host} container-ssh %n
+           User {user}
+           IdentityFile ~/.ssh/id_ed25519
+  Then 'ssh ds01' reaches this server and 'ssh <project>.ds01' your project's container (started
+  if needed); VS Code opens the container with: code --remote ssh-remote+<project>.ds01 /workspace
+  ('vscode-setup <project>' prints the block for one project)."""
 

@@ -51,15 +51,60 @@ DONE = {
 }
 
 
-def verb(name: str, project: str, as_json: bool = False, **options: Any) -> dict:
+def verb(name: str, project: str, as_json: bool = False, yes: bool = False, **options: Any) -> dict:
     """``container-{start,stop,remove}``: one call, one line. Options left at None are not sent
-    (the daemon's defaults are the same)."""
-    out = getattr(api, f"container_{name}")(Client(), project, **options)
+    (the daemon's defaults are the same). ``stop`` first asks about running work unless ``yes``
+    (:func:`checked`)."""
+    call = getattr(api, f"container_{name}")
+    if name == "stop":
+        out = checked(lambda check: call(Client(), project, check_work=check, **options), yes)
+    else:
+        out = call(Client(), project, **options)
     if as_json:
         print_json(out)
     else:
         ok(DONE[name].format(**out))
+        if name == "stop" and out.get("gpus"):
+            echo(gpu_hold_text(project, out))
     return out
+
+
+def gpu_hold_text(project: str, out: dict) -> str:
+    """How long a stopped container's GPUs stay reserved (the daemon's ``gpus_held_for``)."""
+    from ds01.units import format_duration
+
+    held = out.get("gpus_held_for")
+    gpus = ", ".join(out["gpus"])
+    if held is None:
+        return f"  its GPUs ({gpus}) stay reserved for a while; 'container-retire {project}' frees them now"
+    if not held:
+        return f"  its GPUs ({gpus}) are released now"
+    return (f"  its GPUs ({gpus}) stay reserved for you for {format_duration(held)}: 'container-start {project}' "
+            f"within that gets them back; 'container-retire {project}' frees them now")
+
+
+def checked(call, yes: bool) -> dict:
+    """``call(check_work)`` for stop/retire: unless ``yes``, the daemon first refuses when
+    processes other than shells run in the container (Conflict, ``details.processes``, its
+    message lists them). On a terminal the user is asked whether to kill them; a script gets the
+    refusal, whose hint names ``--yes``."""
+    if yes:
+        return call(None)
+    from ds01.errors import Conflict, DS01Error
+
+    try:
+        return call(True)
+    except Conflict as e:
+        if not (e.details or {}).get("processes") or not is_tty():
+            raise
+        echo(e.message)
+        try:
+            answer = input("stop the container anyway and kill them? [y/N] ").strip().lower()
+        except EOFError:
+            answer = ""
+        if answer not in ("y", "yes"):
+            raise DS01Error("not stopped: the processes keep running", e.hint) from None
+        return call(None)
 
 
 def list_containers(*, show_all: bool = False, all_users: bool = False, user: str | None = None,
@@ -92,11 +137,11 @@ def find_container(project: str, *, missing_ok: bool = False) -> dict | None:
 
 
 def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,
-           ports: list[int] | None = None) -> dict[str, Any]:
+           ports: list[int] | None = None, cpu_only: bool = False, user: str | None = None) -> dict[str, Any]:
     """One call to the daemon's deploy: create + start (rollback on failure), or reuse the
     project's container. Returns the record, ``{"reused": true, …}`` or ``{"queued": true, …}``."""
     return api.container_deploy(Client(), project, image=image or None, queue=queue or None, ports=ports,
-                                **(gpu or {}))
+                                cpu_only=cpu_only or None, user=user, **(gpu or {}))
 
 
 def report_deploy(project: str, out: dict[str, Any]) -> None:
@@ -104,7 +149,7 @@ def report_deploy(project: str, out: dict[str, Any]) -> None:
     if out.get("queued"):
         echo(colour("⏳ ", "yellow") + f"no GPU is free right now: you are number "
              f"{out.get('position', '?')} in the queue for project {project}")
-        echo("  your container starts as soon as a GPU is free; see it with: container-list --all")
+        echo("  your container starts as soon as a GPU is free; watch it with: gpu-queue")
         return
     gpus = ", ".join(out.get("gpus") or []) or "none (CPU only)"
     if out.get("reused"):

@@ -83,4 +83,12 @@ def ensure(project: str) -> tuple[Path, bool]:
     """Create the project's workspace if missing: ``(path, created)``."""
     from ds01.projects.workspace import ensure_workspace
 
-    return ensure_workspace(project, base_template=template())
+    return ensure_workspace(project, base_template=template(), group=group())
+
+
+def group() -> str | None:
+    """The admin's sharing group for new workspaces (``containers.workspace_group``), or None."""
+    from ds01.client.http import socket_path_from_env
+
+    me = _asked.get(socket_path_from_env())
+    return (me or {}).get("workspace_group") or None

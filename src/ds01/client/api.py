@@ -67,17 +67,23 @@ def container_start(c, project: str, *, user: str | None = None) -> dict:
     return c.call("POST", f"/v1/containers/{_q(project)}/start", _body(user=user))
 
 
-def container_stop(c, project: str, *, timeout: float | None = None, user: str | None = None) -> dict:
-    return c.call("POST", f"/v1/containers/{_q(project)}/stop", _body(timeout=timeout, user=user))
+def container_stop(c, project: str, *, timeout: float | None = None, user: str | None = None,
+                   check_work: bool | None = None) -> dict:
+    """``check_work``: refuse (Conflict, ``details.processes``) when processes other than shells run.
+    The answer has ``gpus_held_for`` (seconds the GPUs stay reserved) when it holds GPUs."""
+    return c.call("POST", f"/v1/containers/{_q(project)}/stop",
+                  _body(timeout=timeout, user=user, check_work=check_work))
 
 
 def container_remove(c, project: str, *, force: bool | None = None, user: str | None = None) -> dict:
     return c.call("POST", f"/v1/containers/{_q(project)}/remove", _body(force=force, user=user))
 
 
-def container_retire(c, project: str, *, timeout: float | None = None, user: str | None = None) -> dict:
-    """Stop + remove + release the devices; the workspace is kept."""
-    return c.call("POST", f"/v1/containers/{_q(project)}/retire", _body(timeout=timeout, user=user))
+def container_retire(c, project: str, *, timeout: float | None = None, user: str | None = None,
+                     check_work: bool | None = None) -> dict:
+    """Stop + remove + release the devices; the workspace is kept. ``check_work``: as for stop."""
+    return c.call("POST", f"/v1/containers/{_q(project)}/retire",
+                  _body(timeout=timeout, user=user, check_work=check_work))
 
 
 def container_keepalive(c, project: str, *, seconds: float | None = None, user: str | None = None) -> dict:
@@ -94,8 +100,13 @@ def container_stats(c, *, all_users: bool = False, user: str | None = None) -> l
 
 
 def exec_path(project: str) -> str:
-    """The path of the exec WebSocket (``ds01.client.stream`` opens it)."""
+    """The path of the exec WebSocket (``ds01.client.stream`` opens it; ``container-ssh`` too)."""
     return f"/v1/containers/{_q(project)}/exec"
+
+
+def ssh_host_key(c) -> dict:
+    """``{"public_key": "ssh-ed25519 …"}``: the host key of every container of the caller."""
+    return c.call("GET", "/v1/ssh/host-key")
 
 
 # --------------------------------------------------------------------------- images
@@ -181,11 +192,80 @@ def dashboard(c, *, stats: bool = True) -> dict:
 
 
 def events(c, *, since: str | None = None, user: str | None = None, types: list[str] | tuple[str, ...] = (),
-           results: list[str] | tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
+           results: list[str] | tuple[str, ...] = (), limit: int | None = None, all: bool = False) -> list[dict]:
+    """``all``: also the ``container.exec`` events (one per shell or command; hidden by default)."""
     return c.call("GET", "/v1/events", params={"since": since, "user": user, "type": ",".join(types) or None,
-                                               "result": ",".join(results) or None, "limit": limit})
+                                               "result": ",".join(results) or None, "limit": limit,
+                                               "all": "1" if all else None})
 
 
 def usage(c, *, since: str | None = None, until: str | None = None, by: str | None = None,
-          user: str | None = None) -> dict:
-    return c.call("GET", "/v1/usage", params={"since": since, "until": until, "by": by, "user": user})
+          user: str | None = None, all_users: bool = False) -> dict:
+    """``all_users`` (admins): say explicitly that everyone's usage is wanted (refused otherwise)."""
+    return c.call("GET", "/v1/usage", params={"since": since, "until": until, "by": by, "user": user,
+                                              "all_users": "1" if all_users else None})
+
+
+# --------------------------------------------------------------------------- batch jobs (issue 14)
+
+
+def job_submit(c, project: str, command: list[str], *, gpus: int | None = None, gpu_profile: str | None = None,
+               mig: int | None = None, time: str | None = None, name: str | None = None, array: str | None = None,
+               after: list[int] | None = None, env: list[str] | None = None, requeue: bool | None = None,
+               mail: bool | None = None) -> dict:
+    """Queue a job (one per array task): ``{"id", "ids", ...}`` at once."""
+    return c.call("POST", "/v1/jobs", _body(project=project, command=list(command), gpus=gpus,
+                                            gpu_profile=gpu_profile, mig=mig, time=time, name=name, array=array,
+                                            after=after or None, env=env or None, requeue=requeue, mail=mail))
+
+
+def jobs(c, *, all: bool = False, state: str | None = None, all_users: bool = False) -> list[dict]:
+    return c.call("GET", "/v1/jobs", params={"all": "1" if all else None, "state": state,
+                                              "all_users": "1" if all_users else None})
+
+
+def job(c, job_id: int) -> dict:
+    return c.call("GET", f"/v1/jobs/{int(job_id)}")
+
+
+def job_logs(c, job_id: int, *, offset: int | None = None, tail: int | None = None) -> dict:
+    """``{"data", "offset", "state", "ended"}``: from byte ``offset``, or the last ``tail`` lines."""
+    return c.call("GET", f"/v1/jobs/{int(job_id)}/logs",
+                  params={"offset": None if offset is None else str(offset),
+                          "tail": None if tail is None else str(tail)})
+
+
+def job_cancel(c, job_id: int) -> dict:
+    return c.call("POST", f"/v1/jobs/{int(job_id)}/cancel")
+
+
+def job_rerun(c, job_id: int) -> dict:
+    return c.call("POST", f"/v1/jobs/{int(job_id)}/rerun")
+
+
+# --------------------------------------------------------------------------- running the lab (admins)
+
+
+def admin_reload(c) -> dict:
+    """Re-read the config: ``{"changed": [...], "restart_required": [...]}``; invalid: ConfigError."""
+    return c.call("POST", "/v1/admin/reload", {})
+
+
+def admin_limits(c, *, user: str | None = None, group: str | None = None) -> dict:
+    return c.call("GET", "/v1/admin/limits", params={"user": user, "group": group})
+
+
+def admin_limits_change(c, *, user: str | None = None, group: str | None = None, defaults: bool | None = None,
+                        set: dict | None = None, unset: list[str] | None = None) -> dict:
+    """Set/unset limits of one level in the config file (then reloaded): ``{"changes", "reload"}``."""
+    return c.call("POST", "/v1/admin/limits", _body(user=user, group=group, defaults=defaults or None,
+                                                    set=set or None, unset=unset or None))
+
+
+def admin_users(c) -> list[dict]:
+    return c.call("GET", "/v1/admin/users")
+
+
+def admin_doctor(c) -> dict:
+    """The daemon's checks of its own directories and files."""
+    return c.call("GET", "/v1/admin/doctor")

@@ -81,9 +81,28 @@ def _term_size() -> os.terminal_size:
         return shutil.get_terminal_size()
 
 
+# Signals this client passes on to the remote process (its process group), by name
+FORWARDED = {signal.SIGINT: "INT", signal.SIGTERM: "TERM", signal.SIGHUP: "HUP"}
+
+
+def forward_signals(wake_w: int) -> dict:
+    """Catch SIGINT/SIGTERM/SIGHUP: each only writes its number to the wake pipe, for the sender
+    thread to pass on (a handler must not use the WebSocket: the main thread may be inside it).
+    A signal this process ignores (SIGHUP under nohup) stays ignored. Returns the old handlers."""
+    old = {}
+    for sig in FORWARDED:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        old[sig] = signal.signal(sig, lambda n, _f: os.write(wake_w, bytes([n])))
+    return old
+
+
 def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | None = None) -> int:
     """Attach this process's stdin/stdout/stderr (raw terminal when both are TTYs) to a process in
-    the container; returns its exit code."""
+    the container; returns its exit code.
+
+    SIGINT, SIGTERM and SIGHUP sent to this client go to the remote process's group (so Ctrl-C on
+    ``container-run P -- CMD | cat`` ends CMD, exit 130); the second one sends SIGKILL."""
     from websockets.exceptions import ConnectionClosed
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
@@ -101,21 +120,28 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
         ttymod.setraw(sys.stdin.fileno())
         # SIGWINCH only pokes a pipe; the sender thread does the resize message.
         signal.signal(signal.SIGWINCH, lambda *_: os.write(wake_w, b"w"))
+    old_handlers = forward_signals(wake_w)
+    sent: list[str] = []
 
     def sender() -> None:
-        fd = sys.stdin.fileno()
+        fds = [sys.stdin.fileno(), wake_r]
         try:
             while not stop.is_set():
-                r, _, _ = select.select([fd, wake_r], [], [], 0.5)
+                r, _, _ = select.select(fds, [], [], 0.5)
                 if wake_r in r:
-                    os.read(wake_r, 64)
-                    s = _term_size()
-                    ws.send(json.dumps({"type": "resize", "rows": s.lines, "cols": s.columns}))
-                if fd in r:
-                    data = os.read(fd, 65536)
+                    for b in os.read(wake_r, 64):
+                        if b == ord("w"):
+                            s = _term_size()
+                            ws.send(json.dumps({"type": "resize", "rows": s.lines, "cols": s.columns}))
+                        elif b in FORWARDED:
+                            sent.append("KILL" if sent else FORWARDED[b])  # a second one insists
+                            ws.send(json.dumps({"type": "signal", "signal": sent[-1]}))
+                if fds[0] in r:
+                    data = os.read(fds[0], 65536)
                     if not data:
                         ws.send(json.dumps({"type": "eof"}))
-                        return
+                        fds = [wake_r]  # still pass on signals and resizes
+                        continue
                     ws.send(data)
         except (ConnectionClosed, OSError):
             return
@@ -128,10 +154,17 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
             if stream == EXIT:
                 code = payload
                 break
-            sinks[stream].write(payload)
-            sinks[stream].flush()
+            try:
+                sinks[stream].write(payload)
+                sinks[stream].flush()
+            except BrokenPipeError:  # the reader of our output is gone ("| head"): as SIGPIPE would
+                code = 128 + signal.SIGPIPE
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sinks[stream].fileno())  # no flush error at exit
+                break
     finally:
         stop.set()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if old_attrs is not None:
             import termios
 

@@ -201,14 +201,17 @@ def api_middleware(ctx: Context) -> Callable[[web.Request, Handler], Awaitable[w
     return middleware
 
 
-def audit_refusal(ctx: Context, request: web.Request, e: DS01Error) -> None:
-    # Every refused change is an event; a read is one only when it was a permission or policy
-    # denial (someone asking for what is not theirs), not a typo'd name.
-    if request.method == "GET" and e.http_status != 403:
+def audit_refusal(ctx: Context, request: web.Request, e: DS01Error, action: str | None = None) -> None:
+    """Record a refusal as an event. Every refused change is one; a read is one only when it was a
+    permission or policy denial (someone asking for what is not theirs), not a typo'd name.
+    ``action`` names what was refused when the request is not a plain change (``container.exec``
+    over a WebSocket, which is a GET): always recorded, a NotFound included (another user's
+    container looks missing, so a refused attempt on it is a NotFound)."""
+    if action is None and request.method == "GET" and e.http_status != 403:
         return
     c = request.get(CALLER)
     try:
-        ctx.events.emit(f"api.{request.method.lower()}", user=c.name if c else None,
+        ctx.events.emit(action or f"api.{request.method.lower()}", user=c.name if c else None,
                         uid=c.uid if c else None, target=request.path,
                         result="denied" if e.http_status < 500 else "error", reason=e.code,
                         data={"message": e.message})

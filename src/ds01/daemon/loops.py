@@ -44,7 +44,8 @@ async def run_ticks(s: Services, waker: Waker, interval: float, stop: asyncio.Ev
         except Exception:
             log.exception("periodic tick failed")
         try:
-            await asyncio.wait_for(waker.event.wait(), timeout=interval)
+            # read each time: a reload may change the interval (issue 16)
+            await asyncio.wait_for(waker.event.wait(), timeout=s.ctx.config.daemon.tick_interval or interval)
         except asyncio.TimeoutError:
             pass
         waker.event.clear()
@@ -60,7 +61,12 @@ async def tick(s: Services, waker: Waker | None = None) -> None:
     except Exception:
         log.exception("lifecycle tick failed")
     released = await asyncio.to_thread(s.gpu.release_expired_holds)
+    try:  # batch jobs: time limits, failed dependencies, CPU-only starts (issue 14)
+        await asyncio.to_thread(s.jobs.tick)
+    except Exception:
+        log.exception("jobs tick failed")
     served = await asyncio.to_thread(s.gpu.serve_queue)
+    await asyncio.to_thread(s.jobs.mark_waiting)
     if released or served:
         log.info("tick: released %d device(s), served %d queued request(s)", released, len(served))
     await _housekeeping(s)
@@ -80,6 +86,7 @@ async def _housekeeping(s: Services) -> None:
     _last_prune = now
     cutoff = now - s.ctx.config.daemon.events_retention
     n = await asyncio.to_thread(s.ctx.store.prune_events, cutoff)
+    await asyncio.to_thread(s.jobs.prune)  # ended jobs past jobs.retention
     if n:
         log.info("pruned %d event(s) older than the retention", n)
 

@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ds01.daemon.reload import ignore_sighup
+
+    ignore_sighup()  # a SIGHUP while starting must not kill the daemon; serve() makes it reload
     args = parse_args(argv)
     from ds01.models.config import default_config_yaml, load_config, parse_config
 
@@ -86,14 +89,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def build_services(ctx: Context, on_release: Callable[[], None] | None = None) -> Services:
+def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
+                   config_path: Path | None = None) -> Services:
     """The composition root: every service, built once, each given its collaborators when it is
     constructed. ``on_release`` is called (from worker threads) after GPU devices were released."""
     from ds01.daemon.services import Services
     from ds01.services.containers import ContainerService
     from ds01.services.gpus import GpuService
     from ds01.services.images import ImageService
+    from ds01.services.jobs import JobService
     from ds01.services.lifecycle import LifecycleService
+    from ds01.services.ssh import SshService
     from ds01.services.status import StatusService
     from ds01.services.usage import UsageService
 
@@ -107,10 +113,18 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None) -
 
     images = ImageService(ctx, remove_container=remove_container)
     containers = ContainerService(ctx, on_release=on_release, images=images)
-    gpu = GpuService(containers)
-    return Services(ctx=ctx, images=images, containers=containers, gpu=gpu,
+    jobs = JobService(ctx, containers, images=images, on_release=on_release)
+    gpu = GpuService(containers, jobs=jobs)
+    return Services(ctx=ctx, images=images, containers=containers, gpu=gpu, jobs=jobs,
                     lifecycle=LifecycleService(ctx, containers), status=StatusService(containers, gpu),
-                    usage=UsageService(ctx, containers))
+                    usage=UsageService(ctx, containers), config_admin=_config_admin(ctx, config_path),
+                    ssh=SshService(ctx, containers))
+
+
+def _config_admin(ctx: Context, config_path: Path | None):
+    from ds01.services.config_admin import ConfigAdmin
+
+    return None if config_path is None else ConfigAdmin(ctx, config_path)
 
 
 def build_app(s: Services, metrics: Metrics | None = None) -> web.Application:
@@ -119,13 +133,14 @@ def build_app(s: Services, metrics: Metrics | None = None) -> web.Application:
     from aiohttp import web
 
     from ds01.daemon.http import api_middleware
-    from ds01.daemon.routes import containers, gpus, images, lifecycle, status, system
+    from ds01.daemon.routes import admin, containers, gpus, images, jobs, lifecycle, status, system
     from ds01.daemon.routes import exec as exec_
+    from ds01.daemon.routes import ssh
 
     middlewares = [] if metrics is None else [metrics.middleware()]
     app = web.Application(middlewares=[*middlewares, api_middleware(s.ctx)],
                           client_max_size=s.ctx.config.daemon.max_body)
-    for table in (system, containers, gpus, exec_, lifecycle, images, status):
+    for table in (system, containers, gpus, exec_, ssh, lifecycle, images, status, jobs, admin):
         app.add_routes(table.routes(s))
     if metrics is not None:
         async def precreate(app: web.Application) -> None:  # a series per route, before any request
@@ -150,8 +165,13 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     loop = asyncio.get_running_loop()
     # Every Docker call runs in a worker thread; allow many at once (concurrent creates).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=48, thread_name_prefix="ds01d-worker"))
-    for d in (paths.state_dir, paths.log_dir):
-        d.mkdir(parents=True, exist_ok=True, mode=0o750)
+    from ds01.daemon import connections, filemodes
+
+    nofile, _ = connections.raise_nofile_limit()  # each connection is a descriptor (issue 15)
+    connections.quiet_accept_errors(loop)
+    # private by default: owner and mode of every directory and file we own, at each start
+    own_socket_dir = socket_path.parent if socket_path.parent == paths.socket.parent else None
+    await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir)
     store = Store(paths.state_db)
     events = EventLog(paths.events, store, cfg.daemon.events_max_bytes, cfg.daemon.events_keep)
     try:
@@ -168,12 +188,22 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
                   gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
     waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
-    services = build_services(ctx, on_release=waker.kick)
+    services = build_services(ctx, on_release=waker.kick, config_path=cfg_path)
+    if services.config_admin is not None:  # what `ds01 admin doctor` checks of our own files
+        services.config_admin.own_files = own_files(paths, cfg_path)
     metrics = Metrics(services, services.status)
     events.listeners.append(metrics.on_event)  # lifecycle actions, queue waits, build durations
     app = build_app(services, metrics)
     summary = await asyncio.to_thread(services.containers.reconcile)
+    summary.update(await asyncio.to_thread(services.jobs.recover))  # jobs ran on while we were down
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
+    await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir, False)  # the files just created
+    guard = connections.ConnectionGuard(
+        "api socket", cfg.daemon.max_connections, cfg.daemon.max_connections_per_user,
+        cfg.daemon.admin_connection_reserve, cfg.daemon.connection_idle_timeout,
+        is_admin=lambda uid: is_admin_uid(uid, services.ctx.config.admin_group),
+        on_refused=connections.refusal_auditor(events, "api socket"))
+    app.middlewares.insert(0, guard.middleware())  # outermost: marks the connection busy first
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -181,11 +211,12 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     os.chmod(socket_path.parent, 0o755)
     if socket_path.exists() or socket_path.is_symlink():
         socket_path.unlink()
-    site = web.UnixSite(runner, str(socket_path))
+    site = connections.unix_site(runner, str(socket_path), guard)
     await site.start()
     os.chmod(socket_path, cfg.daemon.socket_mode)
-    log.info("listening on %s (instance %s; %s)", socket_path, ctx.instance,
-             ", ".join(f"{k}={v}" for k, v in summary.items()))
+    log.info("listening on %s (instance %s; %s; up to %d connections, %d per user; %d open files)", socket_path,
+             ctx.instance, ", ".join(f"{k}={v}" for k, v in summary.items()), cfg.daemon.max_connections,
+             cfg.daemon.max_connections_per_user, nofile)
 
     obs = Observability(services, metrics)
     await obs.start(cfg.daemon.tick_interval)
@@ -193,6 +224,9 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from ds01.daemon.reload import install as install_reload
+
+    install_reload(loop, services, socket_path, obs, cfg.daemon.tick_interval)  # SIGHUP = reload
     ticker = asyncio.create_task(run_ticks(services, waker, cfg.daemon.tick_interval, stop))
     await stop.wait()
     waker.kick()
@@ -201,8 +235,22 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     services.lifecycle.close()
     await obs.stop()
     events.emit("daemon.stop", target=str(socket_path))
+    guard.close()
     await runner.cleanup()
     store.close()
+
+
+def is_admin_uid(uid: int, admin_group: str) -> bool:
+    from ds01.services.identity import caller_from_uid
+
+    return caller_from_uid(uid, None, admin_group).is_admin
+
+
+def own_files(paths: Paths, cfg_path: Path) -> dict[str, tuple[str, int]]:
+    """The daemon's own paths and the mode bits none of them may have (``ds01 admin doctor``)."""
+    return {"state-dir": (str(paths.state_dir), 0o027), "state-db": (str(paths.state_db), 0o077),
+            "log-dir": (str(paths.log_dir), 0o027), "events": (str(paths.events), 0o077),
+            "config": (str(cfg_path), 0o022)}
 
 
 if __name__ == "__main__":  # pragma: no cover

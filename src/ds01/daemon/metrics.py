@@ -10,8 +10,9 @@ Two kinds of series:
 Every label value a dashboard plots is pre-created (every device, every container state, every
 API route, the known lifecycle reasons), so panels have no holes before the first occurrence.
 
-The listener is prometheus-client's own threaded HTTP server: a scrape never waits for the
-daemon's event loop, and a slow scraper cannot stall the API.
+The listener is a threaded WSGI server (prometheus-client's app, ``connections.serve_wsgi``: at most
+``observability.metrics.max_connections`` at once, each with a timeout): a scrape never waits for
+the daemon's event loop, and a slow or flooding scraper cannot stall the API.
 """
 
 from __future__ import annotations
@@ -161,12 +162,16 @@ class Metrics:
         (observability must never keep the daemon from serving users)."""
         if not listen:
             return None
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
+
+        from ds01.daemon.connections import serve_wsgi
 
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        try:
-            self._server, self._thread = start_http_server(int(port), addr=host, registry=self.registry)
+        try:  # bounded threads, socket timeouts, rate-limited errors (issue 15)
+            self._server, self._thread = serve_wsgi(
+                host, int(port), make_wsgi_app(self.registry), self.ctx.config.observability.metrics.max_connections,
+                self.ctx.config.daemon.connection_idle_timeout)
         except OSError as e:
             log.error("metrics listener on %s failed: %s (metrics are off)", listen, e)
             self.ctx.events.emit("daemon.metrics", target=listen, result="error", reason=str(e))

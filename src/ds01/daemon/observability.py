@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ds01.daemon.connections import refusal_auditor
 from ds01.daemon.metrics import Metrics
 from ds01.daemon.services import Services
 from ds01.daemon.web import StatusPage
@@ -21,8 +22,18 @@ class Observability:
         self.s = s
         self.metrics = metrics
         self.cfg = s.ctx.config.observability
-        self.page = StatusPage(s.status, self.cfg.web)
+        self.page = self._page()
         self._sampler: asyncio.Task | None = None
+
+    def _page(self) -> StatusPage:
+        ctx = self.s.ctx
+        return StatusPage(self.s.status, self.cfg.web, idle=ctx.config.daemon.connection_idle_timeout,
+                          on_refused=refusal_auditor(ctx.events, "status page"))
+
+    def reconfigure(self) -> None:
+        """Re-read the settings after a config reload (between ``stop`` and ``start``)."""
+        self.cfg = self.s.ctx.config.observability
+        self.page = self._page()
 
     async def start(self, interval: float) -> None:
         await asyncio.to_thread(self.metrics.start, self.cfg.metrics.listen)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ds01.services.config_admin import ConfigAdmin
 from ds01.services.containers import ContainerService
 from ds01.services.context import Context
 from ds01.services.gpus import GpuService
 from ds01.services.images import ImageService
+from ds01.services.jobs import JobService
 from ds01.services.lifecycle import LifecycleService
+from ds01.services.ssh import SshService
 from ds01.services.status import StatusService
 from ds01.services.usage import UsageService
 
@@ -26,3 +29,8 @@ class Services:
     lifecycle: LifecycleService
     status: StatusService
     usage: UsageService
+    jobs: JobService
+    # reload and limits edits (issue 16); None where no config file backs the daemon (unit tests)
+    config_admin: ConfigAdmin | None = None
+    # container-ssh (issue 13); None in unit tests that build Services by hand
+    ssh: SshService | None = None

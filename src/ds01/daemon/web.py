@@ -7,8 +7,14 @@
 
 Reach it through an SSH tunnel (``ssh -L 9102:127.0.0.1:9102 host``, then http://localhost:9102/):
 every link is relative, so it also works behind a reverse proxy under a sub-path. Nothing on it
-changes anything. ``observability.web.hide_user_names`` replaces user and project names.
-The page is rendered at most once a second however many browsers refresh it.
+changes anything. User and project names appear only with ``observability.web.show_user_names``
+(default off; ``hide_user_names`` still hides them). The page is rendered at most once a second
+however many browsers refresh it.
+
+Every request must name this page in its ``Host`` header (the listen host, 127.0.0.1, localhost
+or ::1, with the bound port): a web site the browser visits cannot rebind its own DNS name to the
+tunnel's local port and read the page. Connections are bounded (``web.max_connections``; more get
+a 503) and closed when idle, like the API socket's (``daemon.connections``).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import datetime as dt
 import html
 import json
 import logging
+import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
+
+from ds01.daemon.connections import ConnectionGuard, tcp_site
 
 log = logging.getLogger("ds01d")
 
@@ -146,20 +155,40 @@ def render(data: dict[str, Any], refresh: float) -> str:
     return "".join(out)
 
 
+def allowed_hosts(listen_host: str, port: int) -> set[str]:
+    """The ``Host`` header values the page answers (lower case): the names of this listener."""
+    names = {listen_host.lower(), "127.0.0.1", "localhost", "[::1]"}
+    if ":" in listen_host:
+        names.add(f"[{listen_host.lower()}]")
+    if listen_host in ("0.0.0.0", "::", ""):  # all interfaces: this host's own names too
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    out = {f"{n}:{port}" for n in names}
+    if port == 80:
+        out |= names
+    return out
+
+
 class StatusPage:
-    def __init__(self, status: Any, web_cfg: Any):
+    def __init__(self, status: Any, web_cfg: Any, idle: float = 5.0,
+                 on_refused: Callable[[int, dict, str], None] | None = None):
         self.status = status
         self.cfg = web_cfg
         self._cache: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
         self.runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
+        self.hosts: set[str] = set()
+        self.guard = ConnectionGuard("status page", web_cfg.max_connections, idle=idle, on_refused=on_refused)
+
+    @property
+    def hide_names(self) -> bool:
+        return self.cfg.hide_user_names or not self.cfg.show_user_names
 
     async def data(self) -> dict[str, Any]:
         async with self._lock:
             if self._cache and time.monotonic() - self._cache[0] < 1.0:
                 return self._cache[1]
-            d = await asyncio.to_thread(self.status.public, self.cfg.hide_user_names, self.cfg.recent_events)
+            d = await asyncio.to_thread(self.status.public, self.hide_names, self.cfg.recent_events)
             self._cache = (time.monotonic(), d)
             return d
 
@@ -185,8 +214,15 @@ class StatusPage:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    @web.middleware
+    async def check_host(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get("Host", "").lower() not in self.hosts:
+            return web.Response(status=421, text="unknown Host: open this page as http://localhost:<port>/ "
+                                "(or 127.0.0.1) through its SSH tunnel\n", headers=self.headers())
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.guard.middleware(), self.check_host])
         app.add_routes([web.get("/", self.index), web.get("/status.json", self.json),
                         web.get("/healthz", self.healthz)])
         return app
@@ -199,7 +235,7 @@ class StatusPage:
         host = host.strip("[]")
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, int(port), reuse_address=True)
+        site = tcp_site(self.runner, host, int(port), self.guard)
         try:
             await site.start()
         except OSError as e:
@@ -209,10 +245,12 @@ class StatusPage:
             return None
         addrs = self.runner.addresses  # what was bound (port 0 = a free one)
         self.address = tuple(addrs[0][:2]) if addrs else (host, int(port))
+        self.hosts = allowed_hosts(host, self.address[1])
         log.info("status page on http://%s:%d/", *self.address)
         return self.address
 
     async def stop(self) -> None:
+        self.guard.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ds01.errors import BuildFailed, InvalidInput
 
-PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
+# openssh-server/-sftp-server: container-ssh runs the image's own sshd, unprivileged, in inetd mode
+PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "openssh-server", "openssh-sftp-server")
 VENV = "/opt/venv"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
@@ -147,6 +148,8 @@ def build_rootfs(suite: str, workdir: Path, cache_dir: Path | None, mirror: str 
         for p in (rootfs / junk).glob("*"):
             if p.is_file():
                 p.unlink()
+    for p in (rootfs / "etc/ssh").glob("ssh_host_*"):  # one image, many containers: never shared host keys
+        p.unlink()
     (rootfs / "workspace").mkdir(mode=0o755, exist_ok=True)
 
 

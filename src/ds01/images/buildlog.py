@@ -136,8 +136,11 @@ class BuildLog(LineSplitter):
         step = self.step or "(before the first step)"
         m = STEP_RE.match(step)
         short = f"step {m.group(1)}/{m.group(2)} ({shorten(m.group(3), 60)})" if m else step
-        code = re.search(r"returned a non-zero code: (\d+)\s*$", message)
+        # the backend may add why in parentheses (a limit the step reached: runtime/docker.py)
+        code = re.search(r"returned a non-zero code: (\d+)(?: \((.*)\))?\s*$", message, re.S)
         why = f"the command exited with code {code.group(1)}" if code else shorten(message, 300)
+        if code and code.group(2):
+            why += f": {code.group(2)}"
         return BuildFailed(
             f"the build failed at {short}: {why}",
             "the lines above are the step's last output; fix the Dockerfile or requirements and build again "

@@ -40,6 +40,8 @@ _IMAGE_RE = re.compile(
 _DRIVER_RE = re.compile(r"^\d+(?:\.\d+){0,2}$")
 _CUDA_RE = re.compile(r"^\d+\.\d+(?:\.\d+)?$")
 _ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?$")
+_PIP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+]*$")
+_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?$")
 
 
 def valid_image_ref(ref: str) -> bool:
@@ -72,6 +74,31 @@ class CatalogEntry(BaseModel):
     local: bool = False  # built on this host (never pulled), e.g. ds01/base:latest
     default: bool = False  # wins default_for() for its framework while runnable
     notes: str | None = None
+    # Installed on top of ``image`` by the generated Dockerfile: a framework's CPU wheels on the
+    # lab's base, e.g. ``torch==2.8.0+cpu`` from ``pip_index`` (an extra index URL).
+    pip: list[str] = []
+    pip_index: str | None = None
+
+    @field_validator("pip")
+    @classmethod
+    def _pip(cls, v: list[str]) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        for spec in v:
+            try:
+                req = Requirement(spec)
+            except InvalidRequirement:
+                raise ValueError(f"not a pip requirement: {spec!r}") from None
+            if req.url or req.marker or not _PIP_RE.match(spec):
+                raise ValueError(f"not a plain pip requirement (no URL, marker or spaces): {spec!r}")
+        return v
+
+    @field_validator("pip_index")
+    @classmethod
+    def _index(cls, v: str | None) -> str | None:
+        if v is not None and not _INDEX_RE.match(v):
+            raise ValueError(f"not an https index URL without credentials: {v!r}")
+        return v
 
     @field_validator("framework_version", "python")
     @classmethod
@@ -132,6 +159,11 @@ class CatalogEntry(BaseModel):
         return (self.framework, self.framework_version, self.cuda, self.variant)
 
     @property
+    def ident(self) -> tuple[str, tuple[str, ...]]:
+        """What makes an entry unique besides ``key``: its image and what is installed on top."""
+        return (self.image, tuple(self.pip))
+
+    @property
     def label(self) -> str:
         """Short human form: ``pytorch 2.5.1 (cuda 12.4, runtime)``."""
         hw = f"cuda {self.cuda}" if self.cuda else "cpu"
@@ -148,15 +180,15 @@ class Catalog(BaseModel):
     @model_validator(mode="after")
     def _unique(self) -> "Catalog":
         seen_keys: set[tuple[Any, ...]] = set()
-        seen_images: set[str] = set()
+        seen_images: set[tuple[str, tuple[str, ...]]] = set()
         dup_keys, dup_images = [], []
         for e in self.entries:
             if e.key in seen_keys:
                 dup_keys.append(e.label)
-            if e.image in seen_images:
-                dup_images.append(e.image)
+            if e.ident in seen_images:
+                dup_images.append(e.image + "".join(f" +{p}" for p in e.pip))
             seen_keys.add(e.key)
-            seen_images.add(e.image)
+            seen_images.add(e.ident)
         problems = []
         if dup_keys:
             problems.append(f"repeated (framework, version, cuda, variant): {', '.join(dup_keys)}")
@@ -221,16 +253,16 @@ def _validate_entries(raw: Iterable[Any], where: str) -> list[CatalogEntry]:
 def load_catalog(extra_entries: Iterable[Mapping[str, Any] | CatalogEntry] | None = None) -> Catalog:
     """The shipped catalog merged with the admin's ``extra_entries``.
 
-    An admin entry whose ``image`` equals a shipped one replaces it (so admins can correct or
-    re-flag an entry); other admin entries are appended. Raises ConfigError on any invalid entry
-    or on duplicates after merging.
+    An admin entry whose ``image`` (and ``pip``) equals a shipped one replaces it (so admins can
+    correct or re-flag an entry); other admin entries are appended. Raises ConfigError on any
+    invalid entry or on duplicates after merging.
     """
     shipped = _validate_entries(_packaged_entries(), "ds01/images/catalog.yaml")
     extra = _validate_entries(extra_entries or (), "config images catalog")
-    by_image = {e.image: e for e in extra}
-    merged = [by_image.pop(e.image, e) for e in shipped]
+    by_image = {e.ident: e for e in extra}
+    merged = [by_image.pop(e.ident, e) for e in shipped]
     # Keep the admin's own order for entries that did not replace a shipped one.
-    merged += [e for e in extra if e.image in by_image]
+    merged += [e for e in extra if e.ident in by_image]
     try:
         return Catalog(entries=merged)
     except ValidationError as e:
@@ -252,6 +284,34 @@ def runnable(entry: CatalogEntry, driver_version: str | None) -> bool:
         return False
     assert entry.min_driver is not None  # enforced by CatalogEntry
     return parse_driver(driver_version) >= parse_driver(entry.min_driver)
+
+
+def fit(entry: CatalogEntry, driver_version: str | None) -> str | None:
+    """How ``entry`` runs on a host with this driver: ``"gpu"`` (a CUDA image, the driver is new
+    enough), ``"cpu"`` (a CPU-only image), ``"cpu-only-here"`` (a CUDA image on a host without
+    any NVIDIA driver: the framework still runs, on the CPU), None (the driver is too old for
+    the image's CUDA: refused)."""
+    if entry.cuda is None:
+        return "cpu"
+    if driver_version is None:
+        return "cpu-only-here"
+    return "gpu" if runnable(entry, driver_version) else None
+
+
+def runs_here(entry: CatalogEntry, driver_version: str | None) -> bool:
+    """Can the image run here at all (on the GPU or, where there is no driver, on the CPU)?"""
+    return fit(entry, driver_version) is not None
+
+
+def _usable(entries: Sequence[CatalogEntry], driver_version: str | None) -> list[CatalogEntry]:
+    """The entries to choose from here: on a host without a driver the CPU entries, and only
+    when there are none the CUDA images (which then run on the CPU); elsewhere those that run,
+    the lab-base CPU builds (``pip`` entries) only when nothing else does."""
+    if driver_version is None:
+        cpu = [e for e in entries if e.cuda is None]
+        return cpu or list(entries)
+    ok = [e for e in entries if runnable(e, driver_version)]
+    return [e for e in ok if not e.pip] or ok
 
 
 _VARIANT_RANK = {"runtime": 5, "gpu": 5, "slim": 4, "local": 4, "cpu": 2, "devel": 1}
@@ -281,7 +341,7 @@ def default_for(catalog: Catalog, framework: str, driver_version: str | None) ->
     here, else the newest runnable entry (see ``_preference``)."""
     f = _resolve_framework(framework)
     entries = catalog.for_framework(f)
-    ok = [e for e in entries if runnable(e, driver_version)]
+    ok = _usable(entries, driver_version)
     flagged = [e for e in ok if e.default]
     if flagged:
         return flagged[0]
@@ -329,7 +389,7 @@ def select(catalog: Catalog, framework_spec: str, driver_version: str | None) ->
     want = ".".join(str(p) for p in release)
     if not matching:
         raise InvalidInput(f"the catalog has no {f}=={want}", _exists_hint(entries, f))
-    ok = [e for e in matching if runnable(e, driver_version)]
+    ok = _usable(matching, driver_version)
     if not ok:
         need = min((e for e in matching if e.min_driver), key=lambda e: parse_driver(e.min_driver or "0"))
         raise InvalidInput(
@@ -349,7 +409,7 @@ def _exists_hint(
     shown = ", ".join(str(v) for v in versions[:15]) + (", ..." if len(versions) > 15 else "")
     hint = f"{framework} versions in the catalog: {shown}"
     if with_runnable:
-        here = sorted({e.version for e in entries if runnable(e, driver_version)}, reverse=True)
+        here = sorted({e.version for e in entries if runs_here(e, driver_version)}, reverse=True)
         hint += "; runnable here: " + (", ".join(str(v) for v in here[:15]) or "none")
     return hint + " ('ds01 image-list --catalog' lists them all)"
 

@@ -47,6 +47,13 @@ from ds01.images.dockerfile_text import content_hash as content_hash  # re-expor
 
 BEGIN_MARKER = "# >>> ds01 managed: packages >>>"
 END_MARKER = "# <<< ds01 managed: packages <<<"
+# The requirements file and the project files it names (ds01.images.requirements), regenerated
+# from requirements.txt by image-create/image-update/project-launch (sync_requirements).
+REQ_BEGIN = "# >>> ds01 managed: requirements >>>"
+REQ_END = "# <<< ds01 managed: requirements <<<"
+# project paths the build copies: no spaces, quotes or shell/Dockerfile syntax
+_INPUT_RE = re.compile(r"^(\.|[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*)*)$")
+_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?$")
 
 _APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 # What a managed pip requirement may contain once normalised by packaging: names, extras,
@@ -139,6 +146,16 @@ def validate_pip(spec: str) -> str:
     return norm
 
 
+def validate_input(path: str) -> str:
+    """A project path the build copies (``wheels/x.whl``, ``pkg``, ``.``); InvalidInput for
+    anything a Dockerfile line could not carry as one plain word."""
+    p = path.removeprefix("./") if path != "./" else "."
+    if not isinstance(path, str) or len(p) > 255 or not _INPUT_RE.match(p) or ".." in p.split("/"):
+        raise InvalidInput(f"cannot copy {path!r} into the build: DS01 copies plain relative paths only",
+                           "rename it to letters, digits and _ . + - (no spaces or quotes)")
+    return p
+
+
 def _pip_name(spec: str) -> str:
     return canonicalize_name(Requirement(spec).name)
 
@@ -185,6 +202,35 @@ class DockerfileSpec(BaseModel):
     preset: str | None = None
     project: str
     framework: str | None = None  # informational label, e.g. "pytorch 2.5.1"
+    # project files the requirements file names (ds01.images.requirements), itself included
+    requirements_inputs: tuple[str, ...] = ()
+    # the catalog entry's packages on top of the base (a framework's CPU wheels) and their index
+    framework_pip: tuple[str, ...] = ()
+    framework_index: str | None = None
+    # Debian packages installed when the base lacks them (the admin's images.tools)
+    tools: tuple[str, ...] = ()
+
+    @field_validator("requirements_inputs")
+    @classmethod
+    def _inputs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(validate_input(p) for p in v)
+
+    @field_validator("framework_pip")
+    @classmethod
+    def _fw_pip(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_merge_pip([], v))
+
+    @field_validator("framework_index")
+    @classmethod
+    def _fw_index(cls, v: str | None) -> str | None:
+        if v is not None and not _INDEX_RE.match(v):
+            raise ValueError(f"not an https index URL: {v!r}")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_merge_apt([], v))
 
     @field_validator("base_image")
     @classmethod
@@ -306,6 +352,75 @@ def _pip_run(packages: list[str]) -> str:
     return _run([f"python3 -m pip install --no-cache-dir {pk}"])
 
 
+def render_tools(tools: Iterable[str]) -> list[str]:
+    """The RUN that installs the tools the base image lacks (none when it has them all: the
+    offline base builds without a network). Host keys an openssh-server install makes are
+    removed: one image, many containers."""
+    tools = list(tools)
+    if not tools:
+        return []
+    ca = "${DS01_CA_PEM:+-o Acquire::https::CAInfo=/tmp/ds01-ca.pem}"
+    check = ("if command -v dpkg-query >/dev/null 2>&1; then for p in " + " ".join(tools) + "; do "
+             "case \"$(dpkg-query -W -f='${Status}' \"$p\" 2>/dev/null)\" in *' installed') ;; "
+             "*) missing=\"$missing $p\";; esac; done; fi")
+    install = (f'if [ -n "$missing" ]; then apt-get {ca} update && '
+               f"DEBIAN_FRONTEND=noninteractive apt-get {ca} install -y --no-install-recommends $missing && "
+               "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*; fi")
+    return ["# Tools people expect (the admin's list), installed only when the base image lacks them.",
+            _run(['missing=""', check, install])]
+
+
+def render_framework(pip: Iterable[str], index: str | None, label: str | None) -> list[str]:
+    """The framework build on top of the base (e.g. PyTorch's CPU wheels)."""
+    pip = list(pip)
+    if not pip:
+        return []
+    extra = f"--extra-index-url {index} " if index else ""
+    pk = " ".join(shlex.quote(p) for p in pip)
+    return [f"# The framework{(' (' + label + ')') if label else ''}, installed on the base image.",
+            _run([f"python3 -m pip install --no-cache-dir {extra}{pk}"])]
+
+
+def render_requirements_block(req_file: str, inputs: Iterable[str]) -> str:
+    """The requirements block: the file and every project path it names, copied to the same
+    place under /workspace, and pip run there (relative paths mean what they mean in the
+    project; the running container's /workspace, the project itself, hides these copies)."""
+    paths = [validate_input(p) for p in inputs if validate_input(p) != req_file]
+    lines = [REQ_BEGIN,
+             f"# Your requirements file and the project files it names, copied to /workspace, where its",
+             "# relative paths work (your project, mounted there when the container runs, hides these",
+             "# copies). Regenerated from the requirements file by image-update and project-launch."]
+    if "." in paths:
+        lines.append("COPY . /workspace/")
+    else:
+        lines += [f"COPY {p} /workspace/{p}" for p in [req_file, *paths]]
+    lines += [_run(["cd /workspace", f"python3 -m pip install --no-cache-dir -r {req_file}"]), REQ_END]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _old_requirements(req_file: str) -> str:
+    """The two lines image-create wrote before the requirements block existed."""
+    return "\n".join([f"COPY {req_file} /opt/ds01/requirements.txt",
+                      _run(["python3 -m pip install --no-cache-dir -r /opt/ds01/requirements.txt"])])
+
+
+def sync_requirements(text: str, req_file: str, inputs: Iterable[str]) -> str | None:
+    """``text`` with its requirements section made to copy ``inputs``: the block is rewritten;
+    the old two-line form becomes the block when the file names other project files. None when
+    the Dockerfile has neither (it is the user's own: DS01 does not guess)."""
+    inputs = list(inputs)
+    if REQ_BEGIN in text and REQ_END in text:
+        a = text.index(REQ_BEGIN)
+        b = text.index(REQ_END, a) + len(REQ_END)
+        return text[:a] + render_requirements_block(req_file, inputs) + text[b:]
+    old = _old_requirements(req_file)
+    if old in text:
+        if not [p for p in inputs if validate_input(p) != req_file]:
+            return text
+        return text.replace(old, render_requirements_block(req_file, inputs), 1)
+    return None
+
+
 def render_managed_block(apt: list[str], pip: list[str]) -> str:
     """The marker block (both marker lines included, no trailing newline)."""
     lines = [
@@ -348,15 +463,20 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         "ARG PIP_EXTRA_INDEX_URL",
         "ARG PIP_TRUSTED_HOST",
     ]
+    if spec.tools:
+        out += ["", *render_tools(spec.tools)]
+    if spec.framework_pip:
+        out += ["", *render_framework(spec.framework_pip, spec.framework_index, spec.framework)]
     if spec.preset:
         out += ["", f"# Preset '{spec.preset}': {PRESETS[spec.preset].description}."]
     out += ["", render_managed_block(spec.managed_apt(), spec.managed_pip())]
-    if spec.requirements_file:
+    if spec.requirements_file and [p for p in spec.requirements_inputs if p != spec.requirements_file]:
+        out += ["", render_requirements_block(spec.requirements_file, spec.requirements_inputs)]
+    elif spec.requirements_file:
         out += [
             "",
             f"# Your requirements file ({spec.requirements_file}), copied and installed as it is.",
-            f"COPY {spec.requirements_file} /opt/ds01/requirements.txt",
-            _run(["python3 -m pip install --no-cache-dir -r /opt/ds01/requirements.txt"]),
+            _old_requirements(spec.requirements_file),
         ]
     out += [
         "",

@@ -40,6 +40,8 @@ class DeployContainer(CreateContainer):
 
 class RetireContainer(UserScoped):
     timeout: float | None = Field(None, ge=0, le=3600)
+    # refuse (409, details.processes) when processes other than shells run (the CLI without --yes)
+    check_work: bool = False
 
 
 class StartContainer(UserScoped):
@@ -48,6 +50,7 @@ class StartContainer(UserScoped):
 
 class StopContainer(UserScoped):
     timeout: float | None = Field(None, ge=0, le=3600)
+    check_work: bool = False  # as RetireContainer's
 
 
 class RemoveContainer(UserScoped):
@@ -64,6 +67,9 @@ class ExecRequest(Body):
     term: str = Field("xterm", max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")
     user: str | None = Field(None, max_length=64)
     start: bool = False
+    # container-ssh: the daemon runs its sshd (cmd and tty must stay unset); ``start`` then means
+    # "the client starts a missing or stopped container itself" (ds01.services.ssh)
+    ssh: bool = False
 
 
 # -- images (issue 3) ---------------------------------------------------------------------
@@ -106,3 +112,42 @@ class GrantExemption(Body):
     seconds: float = Field(gt=0, le=366 * 86400)
     reason: str | None = Field(None, max_length=500)
 
+
+
+# -- batch jobs (issue 14) ----------------------------------------------------------------
+
+
+class SubmitJob(Body):
+    """POST /v1/jobs: run ``command`` in a fresh container of ``project``'s image."""
+
+    project: str = Field(max_length=200)
+    command: list[str] = Field(max_length=4096)
+    gpus: int | None = None
+    gpu_profile: str | None = Field(None, max_length=32)
+    mig: int | None = None
+    time: str | None = Field(None, max_length=32)
+    name: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    array: str | None = Field(None, max_length=200)
+    after: list[int] = Field(default_factory=list, max_length=64)
+    env: list[str] = Field(default_factory=list, max_length=64)
+    requeue: bool = False
+    mail: bool = False
+
+    def gpu_request(self):
+        from ds01.models.gpu import GpuRequest
+
+        return GpuRequest(gpus=self.gpus, profile=self.gpu_profile, mig=self.mig)
+
+
+# -- admin: limits (issue 16) ---------------------------------------------------------------
+
+
+class LimitsChange(Body):
+    """POST /v1/admin/limits (admins): set/unset limits of one user, one group or the defaults;
+    values are checked by the config schema (``models.config.Limits``) when the file is validated."""
+
+    user: str | None = Field(None, min_length=1, max_length=64)
+    group: str | None = Field(None, min_length=1, max_length=64)
+    defaults: bool = False
+    set: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=64)
+    unset: list[str] = Field(default_factory=list, max_length=64)

@@ -104,6 +104,11 @@ class GpuConfig(Strict):
     simulated: SimulatedInventory = SimulatedInventory()
 
 
+# what people expect in a shell: git, curl, ssh (client, and sshd for container-ssh), less, an
+# editor, ps
+DEFAULT_TOOLS = ("git", "curl", "openssh-client", "openssh-server", "less", "vim-tiny", "procps")
+
+
 class ImagesConfig(Strict):
     default: str = "ds01/base:latest"
     # Image references must start with one of these prefixes (fail closed: empty = nothing allowed).
@@ -118,6 +123,19 @@ class ImagesConfig(Strict):
         "debian:",
         "ubuntu:",
     ]
+    # Debian/Ubuntu packages every DS01-written Dockerfile installs when the base image lacks
+    # them (the offline base has them: images/bootstrap.py); [] = none.
+    tools: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [t for t in v if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]{1,127}", t)]
+        if bad:
+            raise ValueError(f"not Debian package names: {', '.join(map(repr, bad))}")
+        return list(dict.fromkeys(v))
 
 
 class BuildConfig(Strict):
@@ -129,6 +147,10 @@ class BuildConfig(Strict):
     pip_index_url: str | None = None
     pip_extra_index_url: str | None = None
     http_proxy: str | None = None
+    # Also give running containers the CA bundle, pip index and proxy above (environment
+    # variables and a read-only CA file, never in the image), so `pip install` inside a container
+    # works wherever it works in a build. Off by default: users then see these settings.
+    in_containers: bool = False
     max_context: Size = 512 * 1024**2
     timeout: Duration = 3600
     max_concurrent_per_user: int = Field(1, ge=1, le=16)
@@ -137,6 +159,9 @@ class BuildConfig(Strict):
     # than stamp_racy_window ago are never trusted (timestamps are coarse). Raise it for a
     # workspace filesystem whose clock may lag the host's (NFS); 0 turns the shortcut off.
     stamp_racy_window: Duration = Field(2, ge=0, le=3600)
+    # A directory of wheels (and sdists) on the host: every build gets it read-only as a pip
+    # find-links source (PIP_FIND_LINKS), so labs without internet can still install packages.
+    wheelhouse: str | None = Field(None, pattern=r"^/[A-Za-z0-9_./-]*$")
 
 
 class DataMount(Strict):
@@ -147,6 +172,9 @@ class DataMount(Strict):
 class ContainersConfig(Strict):
     # Template for a user's workspace base; {home} and {user} are filled in.
     workspace_base: str = "{home}/workspace"
+    # new workspaces are private to their owner (0700); with a group here, 0750 and that group
+    # (for users who are members of it), so a lab can share projects (issue 15)
+    workspace_group: str = Field("", pattern=r"^([a-z_][a-z0-9_.-]{0,31})?$")
     data_mounts: list[DataMount] = []
     stop_timeout: Duration = Field(10, ge=0, le=3600)
     name_prefix: str = Field("ds01", pattern=r"^[a-z][a-z0-9-]{0,15}$")
@@ -205,10 +233,13 @@ class LifecycleConfig(Strict):
     never_started_timeout: Duration = Field(3600, ge=0)
     # an automatic stop sends SIGTERM, then SIGKILL after this
     stop_grace: Duration = Field(30, ge=0, le=3600)
-    # process names (``/proc/<pid>/comm``) that never make a container busy
+    # process names (``/proc/<pid>/comm``) that never make a container busy; an entry with a '/'
+    # matches a command's path instead (its first argument contains it): the VS Code server
+    # counts as a shell, like an SSH session's sshd (container-ssh), not as work
     ignore_processes: list[str] = Field(default_factory=lambda: [
         "sh", "bash", "zsh", "dash", "ash", "fish", "ksh", "tcsh", "csh", "docker-init", "tini", "init",
-        "tmux: server", "tmux: client", "screen", "login", "su", "sudo"])
+        "tmux: server", "tmux: client", "screen", "login", "su", "sudo",
+        "sshd", "sshd-session", "sshd-auth", "sftp-server", "/.vscode-server/"])
 
     @field_validator("idle_warnings", "runtime_warnings")
     @classmethod
@@ -238,6 +269,13 @@ class DaemonConfig(Strict):
     events_keep: int = Field(5, ge=1, le=100)
     # events older than this are dropped from the state DB (usage comes from allocations, kept)
     events_retention: Duration = Field(400 * 86400, gt=0)
+    # connection bounds on the API socket (issue 15): one user cannot exhaust the daemon; the last
+    # ``admin_connection_reserve`` of ``max_connections`` are kept for root and admins
+    max_connections: int = Field(1024, ge=16, le=100_000)
+    max_connections_per_user: int = Field(64, ge=1, le=100_000)
+    admin_connection_reserve: int = Field(32, ge=0, le=10_000)
+    # a connection with no request in progress (none yet, or an idle keep-alive) is closed after this
+    connection_idle_timeout: Duration = Field(5, gt=0, le=3600)
 
 
 def _listen_address(v: Any) -> Any:
@@ -261,6 +299,8 @@ class MetricsConfig(Strict):
     """Prometheus metrics (prometheus-client text format) on a local TCP address."""
 
     listen: ListenAddress = "127.0.0.1:9101"
+    # scrapes served at once (one thread each); more are refused with a 503
+    max_connections: int = Field(16, ge=1, le=1000)
 
 
 class WebConfig(Strict):
@@ -269,7 +309,12 @@ class WebConfig(Strict):
 
     listen: ListenAddress = "127.0.0.1:9102"
     refresh: Duration = Field(10, ge=1, le=3600)
+    # user and project names appear on the page only when the admin enables them (issue 15);
+    # hide_user_names (older key) still hides them whatever show_user_names says
+    show_user_names: bool = False
     hide_user_names: bool = False
+    # open connections (browsers, probes) the page serves at once; more are refused with a 503
+    max_connections: int = Field(64, ge=1, le=10_000)
     recent_events: int = Field(20, ge=0, le=500)
 
 

@@ -70,3 +70,6 @@ class ContainerSpec:
     # The local image ``image`` named when the daemon checked it (saves the backend a lookup);
     # None = let the backend resolve ``image`` itself.
     image_id: str | None = None
+    # (path in the container, text): small root-owned files bound read-only (the login shell's
+    # environment, the admin's CA bundle: policy/environment.py)
+    files: tuple[tuple[str, str], ...] = ()

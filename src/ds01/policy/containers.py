@@ -14,6 +14,7 @@ from ds01.errors import NotFound
 from ds01.models.config import Config
 from ds01.models.container import Account, ContainerSpec, Mount, Tmpfs
 from ds01.names import container_name
+from ds01.policy.environment import container_environment
 from ds01.policy.isolation import refuse_gpu_handoff_volumes, user_network
 
 # Security options of every user container. Not configurable: an admin has no knob that weakens
@@ -82,9 +83,13 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
                now: float, instance: str, device_ids: tuple[str, ...] = (),
                ports: tuple[tuple[int, str, int], ...] = (), command: tuple[str, ...] | None = None,
                host_cpus: int | None = None, image_id: str | None = None,
-               image_volumes: Iterable[str] = ()) -> ContainerSpec:
-    """``image_volumes``: the image's declared VOLUMEs (refused under the GPU hand-off path)."""
+               image_volumes: Iterable[str] = (), image_env: Iterable[str] = (),
+               ca_text: str | None = None) -> ContainerSpec:
+    """``image_volumes``: the image's declared VOLUMEs (refused under the GPU hand-off path);
+    ``image_env``: its ``ENV`` and ``ca_text`` the admin's CA bundle (policy/environment.py)."""
     refuse_gpu_handoff_volumes(image_volumes, f"the image {image!r}")
+    env = user_env(who, device_ids)
+    extra_env, files = container_environment(cfg.build, image_env, env, ca_text)
     mounts = [Mount(workspace, "/workspace")]
     mounts += [Mount(m.source, m.target, read_only=True) for m in cfg.containers.data_mounts]
     binding = cfg.gpu.binding
@@ -98,7 +103,7 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
         image=image,
         labels=labels(cfg, who, project, image, device_ids, now, instance),
         account=account,
-        env=user_env(who, device_ids),
+        env={**env, **extra_env},
         mounts=tuple(mounts),
         # A limit above the host's CPU count means "no CPU limit"; Docker refuses such values.
         cpus=float(min(limits.cpus, host_cpus)) if host_cpus else float(limits.cpus),
@@ -117,6 +122,7 @@ def build_spec(cfg: Config, who: Who, project: str, image: str, limits: LimitsLi
         hostname=project.replace("_", "-").replace(".", "-")[:63],
         command=command,
         image_id=image_id,
+        files=files,
     )
 
 

@@ -85,7 +85,7 @@ def parse_array(text: str, max_tasks: int) -> ArraySpec:
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise InvalidInput(f"--array {text!r}: the range {lo}-{hi} is empty", hint)
-        if hi > MAX_ARRAY_INDEX or hi - lo + 1 + len(out) > max_tasks:
+        if hi > MAX_ARRAY_INDEX or hi - lo + 1 > max_tasks:  # bounds the set built here
             raise InvalidInput(f"--array {text!r} has more than {max_tasks} tasks (the limit)",
                                "split the work into fewer, larger tasks")
         out.update(range(lo, hi + 1))
@@ -204,3 +204,33 @@ def describe_exit(code: int | None) -> str:
 
 def timed_out(started_at: float | None, time_limit: float | None, now: float) -> bool:
     return bool(started_at and time_limit and now >= started_at + time_limit)
+
+
+def job_container_name(prefix: str, uid: int, job_id: int) -> str:
+    """``<prefix>-<uid>-J<id>``: the capital J cannot occur in a project name (lowercase only),
+    so a job's container never collides with a project's."""
+    return f"{prefix}-{uid}-J{job_id}"
+
+
+def job_spec(base, *, job_id: int, prefix: str, uid: int, command: tuple[str, ...], env: Mapping[str, str],
+             array_id: int | None = None, array_index: int | None = None, image: str | None = None):
+    """A job's container: ``base`` (``policy.containers.build_spec`` of the project, so every
+    security option is the containers' own) with the job's name, label, command and variables.
+    The user's ``env`` was checked by :func:`parse_env` and never overrides the daemon's."""
+    from dataclasses import replace
+
+    from ds01 import labels as keys
+
+    extra = {"DS01_JOB_ID": str(job_id)}
+    if array_index is not None:
+        extra["DS01_ARRAY_TASK_ID"] = str(array_index)
+        extra["DS01_ARRAY_JOB_ID"] = str(array_id if array_id is not None else job_id)
+    return replace(
+        base,
+        name=job_container_name(prefix, uid, job_id),
+        labels={**base.labels, keys.JOB: str(job_id)},
+        env={**dict(env), **base.env, **extra},
+        command=tuple(command),
+        hostname=f"job-{job_id}",
+        image=image or base.image,
+    )

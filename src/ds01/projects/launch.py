@@ -66,6 +66,9 @@ class Stamp:
     workspace: str
     files: dict = field(default_factory=dict)
     covers: bool = False
+    # the project's container still runs an earlier build of the image (a build from image-create
+    # or image-update, or a replacement the user declined): launches ask the daemon again
+    recheck: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def load_stamp(project: str) -> Stamp | None:
     data = read_stamp(project)
     try:
         return Stamp(str(data["hash"]), str(data["image_id"]), str(data["workspace"]),  # type: ignore[index]
-                     dict(data.get("files") or {}), bool(data.get("covers", False)))  # type: ignore[union-attr]
+                     dict(data.get("files") or {}), bool(data.get("covers", False)),  # type: ignore[union-attr]
+                     bool(data.get("recheck", False)))  # type: ignore[union-attr]
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 

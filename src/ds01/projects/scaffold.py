@@ -110,6 +110,12 @@ __pycache__/
 venv/
 .env
 
+# Wheels and built packages (requirements.txt may name ./wheels/x.whl: the build copies them)
+wheels/
+*.whl
+dist/
+*.egg-info/
+
 # DS01 and the OS
 .ds01-alerts
 .DS_Store

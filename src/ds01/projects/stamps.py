@@ -45,6 +45,16 @@ def write_stamp(project: str, data: dict) -> None:
         pass
 
 
+def mark_recheck(project: str, on: bool = True) -> None:
+    """Flag (or clear) "the container may run an earlier build of the image" in the stamp, so
+    the next launch asks the daemon instead of reusing the container blindly (best effort)."""
+    data = read_stamp(project)
+    if data is None or bool(data.get("recheck")) == on:
+        return
+    data["recheck"] = on
+    write_stamp(project, data)
+
+
 def file_signature(workspace: str) -> dict[str, list[int] | None]:
     """Size and mtime (ns) of the files the hash covers; None for a missing requirements.txt."""
     out: dict[str, list[int] | None] = {}
@@ -69,6 +79,8 @@ def stamp_verdict(stamp: dict | None, workspace: str, current, *, signature: dic
     by name then finds out)."""
     if stamp is None or stamp.get("workspace") != workspace:
         return "first launch from this account: checking the image is current"
+    if image is None and stamp.get("recheck"):
+        return "the image was rebuilt since the container was made: checking it"
     if image is not None and stamp.get("image_id") != image.get("id"):
         return "the image was rebuilt or replaced since the last launch: checking it"
     if signature is not None and stamp.get("covers") and stamp.get("files") and stamp["files"] == signature:

@@ -5,10 +5,11 @@ files. They still refuse a workspace that is a symlink out of the user's home: t
 refuse to mount such a path anyway (symlinks out of the workspace are refused), so saying so now,
 before anything is scaffolded, is kinder than failing at launch time.
 
-Directory mode: new workspace directories are created with mode ``0o750`` (minus the umask, which
-can only make it stricter). Not world-readable, because projects hold unpublished data, notebooks
-and sometimes credentials in ``configs/``; group-readable, so a lab that shares a Unix group can
-choose to share a project. Nothing else needs access: containers run as the user's own uid, and
+Directory mode: new workspace directories are private to their owner (``0o700``): projects hold
+unpublished data, notebooks and sometimes credentials in ``configs/``, and a user's primary group
+may well be one everybody is in. When the admin configures a sharing group
+(``containers.workspace_group``, told in ``/v1/whoami``) and the user is a member, they get that
+group and ``0o750`` instead. Nothing else needs access: containers run as the user's own uid, and
 the daemon (root) does not need the group or other bits to mount the directory.
 """
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_TEMPLATE = "{home}/workspace"
 BASE_ENV = "DS01_WORKSPACE_BASE"
-DIR_MODE = 0o750
+DIR_MODE = 0o700
+SHARED_MODE = 0o750  # with the admin's sharing group
 
 
 def current_user() -> tuple[str, str]:
@@ -107,12 +109,36 @@ def workspace_dir(
     return Path(workspace_path(project, home, base_template))
 
 
+def share_gid(group: str | None) -> int | None:
+    """The gid of the admin's sharing group when the caller is a member of it, else None."""
+    if not group:
+        return None
+    import grp
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+    return gid if gid in os.getgroups() or gid == os.getgid() else None
+
+
+def make_dir(path: Path, group: str | None = None) -> None:
+    """mkdir private to the caller (0700), or 0750 with the sharing ``group`` (see the module)."""
+    path.mkdir(mode=DIR_MODE)
+    gid = share_gid(group)
+    if gid is not None:
+        os.chown(path, -1, gid)
+        os.chmod(path, SHARED_MODE)
+
+
 def ensure_workspace(
     project: str,
     home: str | os.PathLike[str] | None = None,
     base_template: str | None = None,
+    group: str | None = None,
 ) -> tuple[Path, bool]:
-    """Create the project's workspace (and the base) if missing; returns ``(path, created)``."""
+    """Create the project's workspace (and the base) if missing; returns ``(path, created)``.
+    ``group``: the admin's sharing group (``containers.workspace_group``), if any."""
     path = workspace_dir(project, home, base_template)
     if path.is_dir():
         return path, False
@@ -123,9 +149,13 @@ def ensure_workspace(
         )
     base = path.parent
     if not base.is_dir():
-        base.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        base.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        try:
+            make_dir(base, group)
+        except FileExistsError:
+            pass
     try:
-        path.mkdir(mode=DIR_MODE)
+        make_dir(path, group)
     except FileExistsError:  # created concurrently: fine if it is a directory now
         if not path.is_dir():
             raise Conflict(f"{path} exists but is not a directory", "move that file away") from None

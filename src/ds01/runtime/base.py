@@ -46,6 +46,7 @@ class ContainerInfo:
     finished_at: str | None = None
     exit_code: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    image_id: str | None = None  # the engine's id of the image it runs (None: not reported)
 
 
 @dataclass
@@ -109,6 +110,11 @@ class RuntimeBackend(abc.ABC):
     def exec_exit_code(self, exec_id: str) -> int | None:
         """Exit code of a finished exec, None while it runs."""
 
+    def exec_pid(self, exec_id: str) -> int | None:
+        """The host pid of a running exec's process (a process-group leader), None when it is
+        not running or the engine cannot tell (then it cannot be signalled)."""
+        return None
+
     @abc.abstractmethod
     def image_exists(self, ref: str) -> bool:
         """Whether the engine has this image locally."""
@@ -146,6 +152,7 @@ class ImageInfo:
     digests: list[str] = field(default_factory=list)  # repo@sha256:… names (pulled images)
     onbuild: list[str] = field(default_factory=list)  # the image's ONBUILD triggers (inspect only)
     volumes: list[str] = field(default_factory=list)  # the image's declared VOLUMEs (inspect only)
+    env: list[str] = field(default_factory=list)  # the image's ENV, "K=V" (inspect only)
 
 
 class RuntimeImages(abc.ABC):

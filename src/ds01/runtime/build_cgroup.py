@@ -40,9 +40,18 @@ class BuildCgroup:
             f.write(str(int(self.pids)))
 
     def pids_exceeded(self) -> bool:
-        """Whether a fork in the build was refused by the cap."""
+        """Whether a fork in the build was refused by the cap: the group's peak reached it (v1
+        counts the refusal in pids.events of the step's own, already removed, group), or its
+        pids.events counted one (v2, hierarchical)."""
+        d = self._pids_dir()
         try:
-            with open(os.path.join(self._pids_dir(), "pids.events")) as f:
+            with open(os.path.join(d, "pids.peak")) as f:
+                if int(f.read().strip() or 0) >= self.pids:
+                    return True
+        except (OSError, ValueError):
+            pass
+        try:
+            with open(os.path.join(d, "pids.events")) as f:
                 for line in f:
                     key, _, value = line.partition(" ")
                     if key == "max" and int(value or 0) > 0:

@@ -20,6 +20,7 @@ from ds01.runtime.accounts import MAX_ACCOUNT_FILE_BYTES, AccountCache, check_ac
 from ds01.runtime.base import ContainerGone, ContainerInfo, ContainerSpec, ExecHandle, RuntimeBackend
 from ds01.runtime.base import ImageInfo, RuntimeImages, Tmpfs
 from ds01.runtime.docker_networks import DockerNetworks
+from ds01.runtime.files import write_bound_files
 
 
 def _nano_cpus(cpus: float) -> int:
@@ -71,6 +72,7 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
             finished_at=state.get("FinishedAt"),
             exit_code=state.get("ExitCode"),
             env=env,
+            image_id=attrs.get("Image") or None,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
         pw_file, gr_file = self._write_account_files(spec)
         host_kwargs["binds"][pw_file] = {"bind": "/etc/passwd", "mode": "ro"}
         host_kwargs["binds"][gr_file] = {"bind": "/etc/group", "mode": "ro"}
+        host_kwargs["binds"].update(write_bound_files(os.path.dirname(pw_file), spec.files))
         if spec.gpu_binding == "device-requests" and spec.gpu_device_ids:
             host_kwargs["device_requests"] = [
                 types.DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]])
@@ -340,6 +343,13 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
             return None
         return None if info.get("Running") else info.get("ExitCode")
 
+    def exec_pid(self, exec_id: str) -> int | None:
+        try:
+            info = self.api.exec_inspect(exec_id)
+        except self._err.APIError:
+            return None
+        return int(info.get("Pid") or 0) or None if info.get("Running") else None
+
     def image_exists(self, ref: str) -> bool:
         try:
             self.api.inspect_image(ref)
@@ -486,6 +496,7 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
             digests=[d for d in (attrs.get("RepoDigests") or []) if d != "<none>@<none>"],
             onbuild=list((attrs.get("Config") or {}).get("OnBuild") or []),
             volumes=sorted((attrs.get("Config") or {}).get("Volumes") or {}),
+            env=list((attrs.get("Config") or {}).get("Env") or []),
         )
 
     def image_inspect(self, ref: str) -> ImageInfo | None:

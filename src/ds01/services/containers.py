@@ -22,6 +22,7 @@ from ds01.policy.containers import build_spec, resolve_ref
 from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
 from ds01.services.context import Context
+from ds01.services.environment import ca_text
 from ds01.services.identity import Caller
 from ds01.services.oplocks import ProjectLocks
 from ds01.services.workspace import ensure_workspace, existing_workspace, pin_workspace, unpin_workspace
@@ -192,7 +193,8 @@ class ContainerService:
             )
         self._forget_gone(who, project)
         template = self.cfg.containers.workspace_base
-        workspace = existing_workspace(who, project, template) or ensure_workspace(who, project, template)
+        workspace = existing_workspace(who, project, template) or ensure_workspace(
+            who, project, template, self.cfg.containers.workspace_group)
         name = container_name(self.cfg.containers.name_prefix, who.uid, project)
         now = self.ctx.clock()
         with self.ctx.store.transaction() as conn:
@@ -234,7 +236,8 @@ class ContainerService:
             spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
                               device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count(),
                               image_id=local.id if local is not None else None,
-                              image_volumes=local.volumes if local is not None else ())
+                              image_volumes=local.volumes if local is not None else (),
+                              image_env=local.env if local is not None else (), ca_text=ca_text(self.cfg.build))
             info = self.ctx.runtime.create(spec)
         except BaseException:
             self._unpin(name)
@@ -282,7 +285,8 @@ class ContainerService:
                 return
             except PermissionDenied:
                 pass
-        self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base), rec.docker_name)
+        self._pin(who, ensure_workspace(who, rec.project, self.cfg.containers.workspace_base,
+                                                self.cfg.containers.workspace_group), rec.docker_name)
 
     def _unpin(self, name: str, remove_dir: bool = True) -> None:
         if self.ctx.mounts_dir and name:

@@ -21,6 +21,10 @@ log = logging.getLogger("ds01d")
 MAX_DATA = 4096
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def _clip(text: str | None, n: int) -> str | None:
     if text is None or len(text) <= n:
         return text
@@ -49,7 +53,8 @@ class EventLog:
         line = json.dumps(ev, default=str)
         with self._lock:
             self._rotate_if_needed()
-            with open(self.path, "a", encoding="utf-8") as f:
+            # created private (0600): events carry the commands users ran (issue 15)
+            with open(self.path, "a", encoding="utf-8", opener=_private) as f:
                 f.write(line + "\n")
         self.store.add_event(ev)
         for fn in list(self.listeners):

@@ -4,12 +4,21 @@
 The daemon decides everything about the process but its command and terminal: the caller's
 uid:gid, ``/workspace`` as working directory, the user's environment (HOME, USER, the container's
 GPUs) from policy. The returned :class:`ExecSession` is what a transport (the daemon's WebSocket)
-needs: output frames, the stdin socket, resize, exit code.
+needs: output frames, the stdin socket, resize, signals, exit code.
+
+Signals: the engine has no "signal an exec" call, but the exec's process leads its own process
+group, with a host pid the engine reports. ``signal`` sends to that group from the daemon (root,
+on the host), after checking the pid still belongs to this container's cgroup (pids are reused).
+A command that cannot start (not on PATH, not executable) is reported the way a shell does
+(``foo: command not found``, 127), not with the runtime's own message.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import select
+import signal as _signal
 import socket
 import time
 from collections.abc import Iterator
@@ -23,25 +32,107 @@ from ds01.state.db import ContainerRecord
 # the user's login shell where the image has bash, else sh
 DEFAULT_SHELL = ["/bin/sh", "-c", 'if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi']
 
+# what a client may ask to send (container-run forwards the signals it gets)
+SIGNALS = {"INT": _signal.SIGINT, "TERM": _signal.SIGTERM, "HUP": _signal.SIGHUP, "QUIT": _signal.SIGQUIT,
+           "KILL": _signal.SIGKILL}
+
+# the runtime's own message when the process could not be started at all (it then never ran)
+_START_FAILED = re.compile(rb'^OCI runtime exec failed: .*?exec: "(?P<cmd>[^"]*)": (?P<why>[^:\r\n]*)')
+
+
+def start_failure(data: bytes) -> tuple[bytes, int] | None:
+    """(what a shell would print, its exit code) for the runtime's "exec failed" message, or None
+    when ``data`` is not one."""
+    m = _START_FAILED.match(data)
+    if m is None:
+        return None
+    cmd, why = m.group("cmd").decode("utf-8", "replace"), m.group("why").decode("utf-8", "replace")
+    if "not found" in why:
+        return f"{cmd}: command not found\n".encode(), 127
+    if "no such file" in why:
+        return f"{cmd}: no such file or directory\n".encode(), 127
+    if "permission denied" in why:
+        return f"{cmd}: permission denied (not an executable)\n".encode(), 126
+    return f"{cmd}: cannot run it: {why}\n".encode(), 126
+
+
+def signal_group(pid: int, container_id: str, sig: int, proc: str = "/proc") -> bool:
+    """Send ``sig`` to the process group ``pid`` leads, if ``pid`` is still a process of the
+    container ``container_id`` (its cgroup path names the container). False when it is gone."""
+    if pid <= 1 or not container_id:
+        return False
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            if container_id not in f.read():
+                return False  # the pid was reused by a process of someone else
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:  # not a group leader (another engine): the process alone
+            os.kill(pid, sig)
+        return True
+    except (OSError, ValueError):  # exited meanwhile
+        return False
+
 
 class ExecSession:
     """A started exec. ``frames()`` blocks (run it in a thread); ``sock`` is non-blocking, for an
     event loop to write stdin to."""
 
-    def __init__(self, runtime: RuntimeBackend, handle: ExecHandle, project: str):
+    def __init__(self, runtime: RuntimeBackend, handle: ExecHandle, project: str, container_id: str = ""):
         self.runtime = runtime
         self.handle = handle
         self.project = project
+        self.container_id = container_id
         self.sock: socket.socket = handle.sock  # type: ignore[assignment]
         self.sock.setblocking(False)
+        self._exit_override: int | None = None
+        self._pid: int | None = None
 
     @property
     def tty(self) -> bool:
         return self.handle.tty
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
-        """``(stream, data)``: 1 stdout, 2 stderr; ends when the process's output does."""
-        return self.runtime.exec_frames(self.handle)
+        """``(stream, data)``: 1 stdout, 2 stderr; ends when the process's output does. A start
+        failure comes out as a shell would say it, on stderr."""
+        frames = self.runtime.exec_frames(self.handle)
+        for stream, data in frames:
+            failed = start_failure(data) if data.startswith(b"OCI runtime exec failed") else None
+            if failed is not None and self.runtime.exec_pid(self.handle.id) is None:
+                self._exit_override = failed[1]
+                yield 2, failed[0]
+            else:
+                yield stream, data
+            break
+        yield from frames
+
+    def pid(self) -> int | None:
+        """The process's host pid while it runs (asked once: it does not change)."""
+        if self._pid is None:
+            self._pid = self.runtime.exec_pid(self.handle.id)
+        return self._pid
+
+    def signal(self, name: str) -> bool:
+        """Send the signal ``name`` (a key of SIGNALS) to the process's group; False when it is
+        not running (any more) or the name is not one of SIGNALS."""
+        sig = SIGNALS.get(name)
+        pid = self.pid()
+        return sig is not None and pid is not None and signal_group(pid, self.container_id, sig)
+
+    def running(self) -> bool:
+        return self.runtime.exec_pid(self.handle.id) is not None
+
+    def kill(self, grace: float = 2.0) -> None:
+        """The client went away: hang up on the process group (as a closed terminal would), then
+        SIGKILL what is left after ``grace`` seconds. Blocking."""
+        if not self.signal("HUP"):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not self.running():
+                return
+            time.sleep(0.05)
+        self.signal("KILL")
 
     def readable(self) -> bool:
         """Whether more output is already waiting (a reader batches it instead of handing each
@@ -68,7 +159,7 @@ class ExecSession:
         for _ in range(50):
             code = self.runtime.exec_exit_code(self.handle.id)
             if code is not None:
-                return code
+                return self._exit_override if self._exit_override is not None else code
             time.sleep(0.02)
         return None
 
@@ -102,4 +193,4 @@ def open_exec(ctx: Context, who: Caller, rec: ContainerRecord, cmd: list[str] | 
                                     workdir="/workspace", tty=tty)
     ctx.events.emit("container.exec", user=who.name, uid=who.uid, target=rec.project,
                     data={"cmd": cmd[:8], "tty": tty})
-    return ExecSession(ctx.runtime, handle, rec.project)
+    return ExecSession(ctx.runtime, handle, rec.project, rec.docker_id or "")

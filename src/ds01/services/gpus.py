@@ -17,9 +17,11 @@ log = logging.getLogger("ds01d")
 
 
 class GpuService:
-    def __init__(self, containers: ContainerService):
+    def __init__(self, containers: ContainerService, jobs: Any = None):
         self.containers = containers
         self.ctx = containers.ctx
+        # JobService: queued GPU jobs wait in the same fair-share order as interactive requests
+        self.jobs = jobs
 
     # -- views -----------------------------------------------------------------------------
     def inventory(self) -> dict[str, Any]:
@@ -59,6 +61,10 @@ class GpuService:
             "usage": {"gpus": round(holding, 4), "containers": len(live)},
             "left": {"gpus": round(max(0.0, lim.max_gpus - holding), 4),
                      "containers": max(0, lim.max_containers - len(live))},
+            # holding more than the limit allows: it was lowered (reload) while held; what is held
+            # stays, new requests are refused until usage is back under it
+            "over": {k: v for k, v in (("gpus", holding > lim.max_gpus + 1e-9),
+                                       ("containers", len(live) > lim.max_containers)) if v},
         }
 
     # -- queue -----------------------------------------------------------------------------
@@ -68,6 +74,8 @@ class GpuService:
             req = GpuRequest.from_dict(json.loads(row["request"]))
             out.append((QueueEntry(id=row["id"], user=row["user"], request=req, enqueued_at=row["enqueued_at"],
                                    seq=row["id"]), row))
+        if self.jobs is not None:
+            out += self.jobs.queue_entries()
         return out
 
     def _ordered(self) -> list[tuple[QueueEntry, dict]]:
@@ -137,6 +145,10 @@ class GpuService:
         served = []
         for entry, _alloc in servable:
             row = rows[entry.id]
+            if row.get("kind") == "job":  # a batch job: it starts itself (its own container)
+                if self.jobs.start_queued(row["job_id"]):
+                    served.append({"job": row["job_id"]})
+                continue
             try:
                 who = caller_from_uid(row["uid"], None, self.ctx.config.admin_group)
                 out = self.containers.deploy(who, who, row["project"], image=row["image"], request=entry.request,

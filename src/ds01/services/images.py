@@ -103,39 +103,17 @@ class ImageService(ProjectImages):
         self._lock = threading.Lock()
         self._building: dict[int, int] = {}
         self._bootstrap = threading.Lock()
-        self._driver: tuple[str | None] | None = None
         self._buildargs = BuildArgs()
 
     # -- host facts / catalog --------------------------------------------------------------
     def driver_version(self) -> str | None:
-        """The host's NVIDIA driver: the simulated one from config, NVML's, or None (no GPU)."""
-        if self._driver is None:
-            self._driver = (self._read_driver(),)
-        return self._driver[0]
-
-    def _read_driver(self) -> str | None:
-        gpu = self.cfg.gpu
-        if gpu.inventory == "simulated":
-            return gpu.simulated.driver_version
-        if gpu.inventory == "none":
-            return None
-        try:
-            from ds01.gpu.nvml import NvmlSource, nvml_available
-
-            if not nvml_available():
-                return None
-            src = NvmlSource()
-            try:
-                return src.read().driver_version
-            finally:
-                src.close()
-        except Exception:  # no driver: the catalog then offers CPU images only
-            log.info("no NVIDIA driver found; the image catalog offers CPU images only")
-            return None
+        """The host's NVIDIA driver as the GPU inventory reports it (NVML's, or the simulated
+        one), so the catalog and ``ds01 gpus`` never disagree; None: no driver (CPU only)."""
+        return self.ctx.inventory.driver_version
 
     def catalog(self, framework: str | None = None) -> dict[str, Any]:
-        from ds01.images.catalog import FRAMEWORKS, default_for, image_allowed, load_catalog, parse_framework_spec
-        from ds01.images.catalog import runnable
+        from ds01.images.catalog import FRAMEWORKS, default_for, fit, image_allowed, load_catalog
+        from ds01.images.catalog import parse_framework_spec
 
         cat = load_catalog()
         drv = self.driver_version()
@@ -143,29 +121,37 @@ class ImageService(ProjectImages):
         defaults = {}
         for f in fws:
             try:
-                defaults[f] = default_for(cat, f, drv).image
+                defaults[f] = default_for(cat, f, drv).ident
             except InvalidInput:
                 pass
+        present: dict[str, bool] = {}
         rows = []
         for e in cat.entries:
             if e.framework not in fws:
                 continue
-            rows.append({**e.model_dump(mode="json"), "runnable": runnable(e, drv),
-                         "is_default": defaults.get(e.framework) == e.image,
+            if e.local and e.image not in present:
+                present[e.image] = self.rt.image_inspect(e.image) is not None
+            how = fit(e, drv)
+            rows.append({**e.model_dump(mode="json"), "runnable": how is not None, "fit": how,
+                         "is_default": defaults.get(e.framework) == e.ident,
                          "allowed": image_allowed(e.image, self.cfg.images.allowed),
-                         "present": e.local and self.rt.image_inspect(e.image) is not None})
-        return {"driver_version": drv, "entries": rows}
+                         "present": bool(e.local and present.get(e.image))})
+        return {"driver_version": drv, "entries": rows, "tools": list(self.cfg.images.tools)}
 
     def select_base(self, framework: str | None) -> dict[str, Any]:
-        """The base image ``image-create`` should write for ``framework`` (None = CPU default)."""
-        from ds01.images.catalog import check_image_allowed, load_catalog, select
+        """The base image ``image-create`` should write for ``framework`` (None = CPU default):
+        the image, what is installed on top of it (``pip`` from ``pip_index``), how it runs
+        here (``fit``: gpu | cpu | cpu-only-here) and the tools every DS01-made image carries."""
+        from ds01.images.catalog import check_image_allowed, fit, load_catalog, select
 
-        entry = select(load_catalog(), framework or "python", self.driver_version())
+        drv = self.driver_version()
+        entry = select(load_catalog(), framework or "python", drv)
         check_image_allowed(entry.image, self.cfg.images.allowed)
         present = self.rt.image_inspect(entry.image) is not None
         return {"image": entry.image, "label": entry.label, "framework": entry.framework,
-                "framework_version": entry.framework_version, "local": entry.local, "present": present,
-                "driver_version": self.driver_version()}
+                "framework_version": entry.framework_version, "variant": entry.variant, "local": entry.local,
+                "present": present, "driver_version": drv, "pip": list(entry.pip), "pip_index": entry.pip_index,
+                "fit": fit(entry, drv), "tools": list(self.cfg.images.tools)}
 
     # -- builds ----------------------------------------------------------------------------
     def _acquire(self, who: Caller):
@@ -399,7 +385,7 @@ class ImageService(ProjectImages):
                                                                 "up_to_date": cached, "checked": checked},
                       actor=plan.actor)
         return {**image_view(info, self._used_by(plan.who, info)), "up_to_date": cached, "checked": checked,
-                "seconds": secs}
+                "seconds": secs, "outdated": self.outdated(plan.who, info)}
 
     # -- offline base image ----------------------------------------------------------------
     def bootstrap(self, actor: Caller, suite: str = "bookworm", tag: str = "ds01/base:latest",

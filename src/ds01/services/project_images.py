@@ -155,6 +155,20 @@ class ProjectImages:
             uid = who.uid
         return [r.project for r in self.ctx.store.live_containers(uid) if r.image in names]
 
+    def outdated(self, who: Caller, info: ImageInfo) -> list[str]:
+        """Projects of ``who`` whose container was made from an earlier build of this image (the
+        tag moved on since): ``project-launch`` offers to replace them. One inspect per
+        container that names the image."""
+        names = set(info.tags) | {t.rsplit(":", 1)[0] for t in info.tags if t.endswith(f":{TAG}")} | {info.id}
+        out = []
+        for r in self.ctx.store.live_containers(who.uid):
+            if r.image not in names or not r.docker_id:
+                continue
+            c = self.ctx.runtime.inspect(r.docker_id)
+            if c is not None and getattr(c, "image_id", None) and c.image_id != info.id:
+                out.append(r.project)
+        return out
+
     def list(self, who: Caller | None) -> list[dict[str, Any]]:
         """``who``'s images, or every user's (None: admins)."""
         lbl = label_keys.managed(self.ctx.instance, who.uid if who is not None else None)
@@ -172,7 +186,7 @@ class ProjectImages:
 
     def get(self, who: Caller, project: str) -> dict[str, Any]:
         info = self.own_image(who, project)
-        return image_view(info, self._used_by(who, info))
+        return {**image_view(info, self._used_by(who, info)), "outdated": self.outdated(who, info)}
 
     def delete(self, actor: Caller, who: Caller, project: str, force: bool = False) -> dict[str, Any]:
         """Remove ``who``'s image of ``project``. Refused while a container of ``who`` uses it,

@@ -132,7 +132,9 @@ class CgroupReader:
             return None
 
     def busy_processes(self, pids: list[int], ignore: frozenset[str]) -> int:
-        """Processes that are neither shells, init, multiplexers nor ``sleep infinity``."""
+        """Processes that are neither shells, init, multiplexers nor ``sleep infinity``. Entries
+        of ``ignore`` with a '/' match the command's path (e.g. ``/.vscode-server/``)."""
+        paths = [p.encode() for p in ignore if "/" in p]
         n = 0
         for pid in pids:
             try:
@@ -144,8 +146,18 @@ class CgroupReader:
                 continue
             if comm == "sleep" and self._sleeps_forever(pid):
                 continue
+            if paths and self._path_matches(pid, paths):
+                continue
             n += 1
         return n
+
+    def _path_matches(self, pid: int, paths: list[bytes]) -> bool:
+        try:
+            with open(f"{self.proc}/{pid}/cmdline", "rb") as fh:
+                argv0 = fh.read(4096).split(b"\0", 1)[0]
+        except OSError:
+            return False
+        return any(p in argv0 for p in paths)
 
     def _sleeps_forever(self, pid: int) -> bool:
         try:

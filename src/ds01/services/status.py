@@ -154,11 +154,13 @@ class StatusService:
         return [event_view(r) for r in rows]
 
     def events(self, who: Caller, since: float = 0, user: Caller | None = None, types: list[str] | None = None,
-               results: list[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+               results: list[str] | None = None, limit: int = 200, hide: tuple[str, ...] = ()
+               ) -> list[dict[str, Any]]:
         """Events newest first. Users see their own (by uid); admins everyone's, or ``user``'s.
-        ``types`` match an action exactly or as a prefix (``container`` = ``container.*``)."""
+        ``types`` match an action exactly or as a prefix (``container`` = ``container.*``);
+        actions in ``hide`` are left out."""
         uid = user.uid if user is not None else (None if who.is_admin else who.uid)
-        rows = self.ctx.store.find_events(since, uid=uid, types=types, results=results, limit=limit)
+        rows = self.ctx.store.find_events(since, uid=uid, types=types, results=results, limit=limit, hide=hide)
         return [event_view(r) for r in rows]
 
     def dashboard(self, who: Caller, with_stats: bool = True) -> dict[str, Any]:

@@ -8,6 +8,7 @@ base) through a symlink is refused.
 
 from __future__ import annotations
 
+import grp
 import os
 import subprocess
 
@@ -26,14 +27,26 @@ def base_for(template: str, caller: Caller) -> tuple[str, str]:
     return base, root
 
 
-def ensure_workspace(caller: Caller, project: str, template: str) -> str:
-    """Make ``<base>/<project>`` exist (owned by the user) and return its resolved path."""
+def ensure_workspace(caller: Caller, project: str, template: str, share_group: str = "") -> str:
+    """Make ``<base>/<project>`` exist (owned by the user) and return its resolved path. What it
+    creates is private to the user (0700), or, with the admin's ``share_group`` (config
+    ``containers.workspace_group``) when the user is a member, 0750 and that group: the child
+    runs with it as its primary group, so one mkdir does it."""
     base, root = base_for(template, caller)
     path = os.path.join(base, project)
+    gids = _gids(caller)
+    gid, umask = caller.gid, 0o077
+    if share_group:
+        try:
+            g = grp.getgrnam(share_group).gr_gid
+        except KeyError:
+            g = None
+        if g in gids:
+            gid, umask = g, 0o027
     try:
         proc = subprocess.run(
             [_MKDIR, "-p", "--", path],
-            user=caller.uid, group=caller.gid, extra_groups=_gids(caller), umask=0o022,
+            user=caller.uid, group=gid, extra_groups=gids, umask=umask,
             capture_output=True, text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"},
         )
     except (subprocess.SubprocessError, OSError) as e:

@@ -46,7 +46,7 @@ class EventsStore(StoreBase):
 
     def find_events(self, since: float = 0, uid: int | None = None, types: list[str] | None = None,
                     results: list[str] | None = None, prefixes: tuple[str, ...] = (),
-                    limit: int = 200) -> list[dict[str, Any]]:
+                    limit: int = 200, hide: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Events newest first, from ``since``: of ``uid`` (None: everyone's); whose action is one
         of ``types`` exactly or as a prefix (``container`` = ``container.*``); whose result is one
         of ``results``; whose action starts with one of ``prefixes``."""
@@ -65,6 +65,9 @@ class EventsStore(StoreBase):
         if results:
             conds.append("result IN (" + ",".join("?" for _ in results) + ")")
             args += results
+        if hide:  # actions left out (``ds01 events`` hides container.exec unless --all)
+            conds.append("action NOT IN (" + ",".join("?" for _ in hide) + ")")
+            args += list(hide)
         rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(conds)} ORDER BY id DESC LIMIT ?",
                            (*args, limit))
         return [dict(r) for r in rows]

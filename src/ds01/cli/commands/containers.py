@@ -53,16 +53,21 @@ def start(project: str, user: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("project")
 @click.option("--timeout", type=click.FloatRange(0, 3600), help="seconds to wait before killing (default from config)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask when processes are still running: kill them")
+@click.option("--force", is_flag=True, help="the same as --yes")
 @user_opt
 @json_opt
-def stop(project: str, timeout: float | None, user: str | None, as_json: bool) -> None:
+def stop(project: str, timeout: float | None, yes: bool, force: bool, user: str | None, as_json: bool) -> None:
     """Stop the container of PROJECT (SIGTERM, then SIGKILL after the timeout).
+
+    When processes other than shells still run in it, they are listed first and you are asked
+    (on a terminal); a script needs --yes.
 
     \b
     Example:
       container-stop thesis --timeout 30
     """
-    verbs.verb("stop", project, as_json, user=user, timeout=timeout)
+    verbs.verb("stop", project, as_json, yes=yes or force, user=user, timeout=timeout)
 
 
 @click.command()

@@ -42,6 +42,15 @@ def gpus(as_json: bool) -> None:
                f"queued requests: {inv['queue_length']}; driver {inv['driver_version'] or '-'} ({inv['source']})")
 
 
+def source_text(src: str | None) -> str:
+    """``user`` / ``group:<name>`` / ``defaults`` (policy/limits.py) in words."""
+    if src == "user":
+        return "user override"
+    if src and src.startswith("group:"):
+        return f"group {src[6:]}"
+    return "default" if src == "defaults" else (src or "")
+
+
 @click.command()
 @click.option("--user", metavar="USER", help="(admins) show USER's limits")
 @json_opt
@@ -60,6 +69,8 @@ def check_limits(user: str | None, as_json: bool) -> None:
         return print_json(out)
     lim, use, left = out["limits"], out["usage"], out["left"]
     click.echo(f"{out['user']}" + (f" (group {out['group']})" if out["group"] else " (defaults)"))
+    keys = ["max_gpus", "max_containers", "max_gpus_per_container", "allow_full_gpu", "allow_mig", "cpus", "memory",
+            "max_runtime", "idle_timeout", "gpu_hold_after_stop", "priority_weight"]
     rows = [
         ["GPUs (equivalents)", lim["max_gpus"], use["gpus"], left["gpus"]],
         ["containers", lim["max_containers"], use["containers"], left["containers"]],
@@ -73,7 +84,13 @@ def check_limits(user: str | None, as_json: bool) -> None:
         ["GPU kept after stop", format_duration(lim["gpu_hold_after_stop"]), "", ""],
         ["priority weight", lim["priority_weight"], "", ""],
     ]
-    table(["limit", "value", "used", "left"], rows)
+    sources = lim.get("sources") or {}
+    if sources:  # where each value comes from: the user's override, their group, the defaults
+        rows = [row + [source_text(sources.get(k))] for row, k in zip(rows, keys)]
+    table(["limit", "value", "used", "left"] + (["from"] if sources else []), rows)
+    for what in out.get("over") or ():  # a limit lowered while held (ds01 admin limits / reload)
+        click.echo(f"{what}: over the new limit ({use[what]:g} held, limit {lim['max_' + what]:g}); what you "
+                   "hold is kept; new requests are refused until you are under it")
 
 
 @click.command()

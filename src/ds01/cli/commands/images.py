@@ -64,13 +64,33 @@ def select_base(framework: str | None) -> dict:
 
 
 def render(project: str, base: dict, framework: str | None, pip: list[str], apt: list[str],
-           req: str | None, preset: str | None) -> str:
+           req: str | None, preset: str | None, inputs: list[str] | tuple[str, ...] = ()) -> str:
+    """The Dockerfile for ``base`` (the daemon's select_base answer: the image, what goes on top
+    of it, the admin's tools); ``inputs``: the project files ``req`` names."""
     from ds01.images.dockerfile import DockerfileSpec
 
-    label = f"{base['framework']} {base['framework_version']}" if framework else None
+    label = f"{base['framework']} {base['framework_version']}" if framework or base.get("pip") else None
     return DockerfileSpec.from_request(base_image=base["image"], apt_packages=tuple(apt), pip_packages=tuple(pip),
                                        requirements_file=req, preset=preset, project=project,
-                                       framework=label).render()
+                                       framework=label, requirements_inputs=tuple(inputs),
+                                       framework_pip=tuple(base.get("pip") or ()),
+                                       framework_index=base.get("pip_index"),
+                                       tools=tuple(base.get("tools") or ())).render()
+
+
+def requirement_inputs(ws: Path, req: str | None) -> list[str]:
+    """The project files ``req`` names (InvalidInput, exit 3, for a missing one)."""
+    if not req:
+        return []
+    from ds01.projects.requirements import inputs
+
+    return inputs(ws, req)
+
+
+def note_cpu_only(base: dict) -> None:
+    if base.get("fit") == "cpu-only-here":
+        click.secho(f"  note: {base['image']} is a CUDA image and this host has no NVIDIA driver: "
+                    "it runs here on the CPU only", fg="yellow")
 
 
 # --------------------------------------------------------------------------- commands
@@ -132,15 +152,20 @@ def create(project: str, framework: str | None, packages: tuple[str, ...], requi
     if exists and not force and not asked:
         if not as_json:
             click.echo(f"· building your existing {display_path(df)}")
+        if req:
+            from ds01.projects.requirements import sync_dockerfile
+
+            sync_dockerfile(ws, req)  # the existing Dockerfile copies what requirements.txt names now
     else:
         base = select_base(framework)
-        text = render(project, base, framework, pip, apt_l, req, preset)
+        text = render(project, base, framework, pip, apt_l, req, preset, requirement_inputs(ws, req))
         if exists and not force and df.read_text(errors="replace") != text:
             raise Conflict(f"{display_path(df)} already exists and differs from what these options would write",
                            f"change packages with 'image-update {project} --add PKG', or use --force to overwrite it")
         write_text(df, text)
         if not as_json:
             ok(f"wrote {display_path(df)} (base {base['image']})" + (f", installs {req}" if req else ""))
+            note_cpu_only(base)
             if not base.get("present") and base.get("local"):
                 click.secho(f"  note: the base image {base['image']} is not on this host yet; an admin creates "
                             "it with 'ds01 admin base-image bootstrap'", fg="yellow")
@@ -158,6 +183,19 @@ def _reconstructed_without_req(text: str, project: str) -> str | None:
     with ``requirements.txt`` added; else None (the user changed it: we do not touch it)."""
     from ds01.images.dockerfile import DockerfileSpec, parse_managed_block
 
+    from ds01.images.dockerfile import END_MARKER
+
+    caches = "\n\n# Caches live in the workspace so downloads (models, datasets) survive the container.\n"
+    if ("\n# Tools people expect" in text or "\n# The framework" in text) and text.count(END_MARKER) == 1 \
+            and text.count(caches) == 1 and text.index(END_MARKER) < text.index(caches) \
+            and text.startswith(f"# Dockerfile for the DS01 project {project!r}, written by `ds01 image-create`."):
+        # a newer generated file (tools, framework wheels): add the section where render puts it
+        from ds01.images.dockerfile import _old_requirements
+
+        sect = ("\n\n# Your requirements file (requirements.txt), copied and installed as it is.\n"
+                + _old_requirements("requirements.txt"))
+        i = text.index(caches)
+        return text[:i] + sect + text[i:]
     m = re.search(r"^FROM (\S+)\s*$", text, re.M)
     lab = re.search(r'^LABEL ds01\.project="[^"]*"(?: ds01\.framework="([^"]*)")?\s*$', text, re.M)
     pre = re.search(r"^# Preset '([a-z]+)'", text, re.M)
@@ -210,15 +248,21 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
         raise NotFound(f"{display_path(df)} does not exist", f"write one with 'image-create {project}'")
     text = old = df.read_text()
     pip, apt_l, rm_pip, rm_apt = (split_words(x) for x in (add, add_apt, remove, remove_apt))
+    from ds01.images.requirements import is_local_requirement
+
+    local = [p for p in pip if is_local_requirement(p)]  # ./wheels/x.whl, ./pkg: requirements.txt's
+    pip = [p for p in pip if p not in local]
+    changed_req = _add_local(ws, local, as_json) if local else False
+    if local and not re.search(r"^COPY\s+requirements\.txt\b", text, re.M):
+        text = _reconstructed_without_req(text, project) or text
     if pip or apt_l or rm_pip or rm_apt:
         from ds01.images.dockerfile import update_managed_block  # pydantic: only when editing
 
         text = update_managed_block(text, pip, apt_l, rm_pip, rm_apt)
-    changed_req = False
     if requirements:
         before = (ws / "requirements.txt").read_bytes() if (ws / "requirements.txt").is_file() else None
         copy_requirements(requirements, ws, force=True)
-        changed_req = before != (ws / "requirements.txt").read_bytes()
+        changed_req = changed_req or before != (ws / "requirements.txt").read_bytes()
         if not re.search(r"^COPY\s+requirements\.txt\b", text, re.M):
             new = _reconstructed_without_req(text, project)
             if new is None:
@@ -228,6 +272,16 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
                             fg="yellow", err=True)
             else:
                 text = new
+    if local and not re.search(r"^COPY\s+requirements\.txt\b", text, re.M):
+        click.secho("  note: your Dockerfile does not install requirements.txt; add these lines:\n"
+                    "    COPY requirements.txt /opt/ds01/requirements.txt\n"
+                    "    RUN python3 -m pip install --no-cache-dir -r /opt/ds01/requirements.txt",
+                    fg="yellow", err=True)
+    if (ws / "requirements.txt").is_file():
+        from ds01.images.dockerfile import sync_requirements
+        from ds01.projects.requirements import inputs
+
+        text = sync_requirements(text, "requirements.txt", inputs(ws)) or text  # exit 3 if a file is missing
     if text != old:
         write_text(df, text)
     changed = text != old or changed_req
@@ -240,6 +294,34 @@ def update(project: str, add: tuple[str, ...], add_apt: tuple[str, ...], remove:
             click.echo(f"  (image-update {project} --rebuild builds anyway)")
         return
     report_built(project, build(project, no_cache=no_cache, as_json=as_json), as_json)
+
+
+def _add_local(ws: Path, paths: list[str], as_json: bool) -> bool:
+    """``--add ./wheels/x.whl``: the line goes into requirements.txt (the build copies what it
+    names); True when the file changed."""
+    from ds01.errors import InvalidInput
+    from ds01.projects.scaffold import write_file_atomic
+
+    req = ws / "requirements.txt"
+    if req.is_symlink():
+        raise InvalidInput(f"{req} is a symlink; DS01 does not write through symlinks", "replace it with a real file")
+    text = req.read_text(errors="replace") if req.is_file() else ""
+    have = {line.strip() for line in text.splitlines()}
+    new = [p if p.startswith((".", "/")) else "./" + p for p in paths]
+    for p in new:
+        from ds01.images.dockerfile import validate_input
+
+        validate_input(p)
+        if not (ws / p).exists():
+            raise InvalidInput(f"{p} does not exist in the project", f"put it there first (e.g. {ws / p})")
+    new = [p for p in new if p not in have]
+    if not new:
+        return False
+    text = text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(new) + "\n"
+    write_file_atomic(req, text, replace=True)
+    if not as_json:
+        ok(f"added {', '.join(new)} to requirements.txt")
+    return True
 
 
 @click.command(name="image-list")

@@ -205,10 +205,13 @@ def admin_dashboard(no_stats: bool, watch: bool, interval: float, as_json: bool)
 @click.option("--result", "results", multiple=True, type=click.Choice(["ok", "denied", "error", "failed",
                                                                          "rolled_back"]),
               help="only events with this result (repeatable)")
+@click.option("--action", "actions", multiple=True, metavar="ACTION",
+              help="this action, e.g. config.limits, container.exec (repeatable; like --type)")
 @click.option("--limit", type=click.IntRange(1, 10000), default=200, show_default=True)
+@click.option("--all", "all_", is_flag=True, help="also container.exec events (one per shell/command)")
 @json_opt
-def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[str, ...], limit: int,
-           as_json: bool) -> None:
+def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[str, ...], actions: tuple[str, ...],
+           limit: int, all_: bool, as_json: bool) -> None:
     """What happened: every change, denial and lifecycle action, newest first. You see your own
     events; admins see everyone's.
 
@@ -217,10 +220,12 @@ def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[
       ds01 events --since 2h
       ds01 events --type container --type gpu
       ds01 events --user alice --result denied      (admins)
+      ds01 events --user alice --action config.limits --all
     """
     import datetime as dt
 
-    rows = api.events(_client(), since=since, user=user, types=types, results=results, limit=limit)
+    rows = api.events(_client(), since=since, user=user, types=(*types, *actions), results=results, limit=limit,
+                      all=all_)
     if as_json:
         return print_json(rows)
     table(["time", "action", "user", "target", "result", "reason"],
@@ -234,9 +239,11 @@ def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[
 @click.option("--until", default=None, help="window end (default now)")
 @click.option("--by", type=click.Choice(["user", "group", "project"]), default="user", show_default=True)
 @click.option("--user", metavar="USER", help="(admins) only USER")
+@click.option("--all-users", is_flag=True, help="(admins) everyone's (what admins see by default)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV (exact numbers, one row per key)")
 @json_opt
-def usage(since: str, until: str | None, by: str, user: str | None, as_csv: bool, as_json: bool) -> None:
+def usage(since: str, until: str | None, by: str, user: str | None, all_users: bool, as_csv: bool,
+          as_json: bool) -> None:
     """GPU-hours (GPU-equivalents × hours), container-hours and peak memory, from the allocation
     records. You see your own; admins see everyone's.
 
@@ -245,7 +252,9 @@ def usage(since: str, until: str | None, by: str, user: str | None, as_csv: bool
       ds01 usage --since 30d
       ds01 usage --since 2024-05-01 --by group --csv      (admins: everyone)
     """
-    out = api.usage(_client(), since=since, until=until, by=by, user=user)
+    if all_users and user:
+        raise click.UsageError("--all-users and --user exclude each other")
+    out = api.usage(_client(), since=since, until=until, by=by, user=user, all_users=all_users)
     if as_json:
         return print_json(out)
     if as_csv:

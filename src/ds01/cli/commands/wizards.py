@@ -69,7 +69,7 @@ def user_setup(yes: bool, git_name: str | None, git_email: str | None, explain: 
     interactive = is_tty() and not yes
     user, home = current_user()
     daemon, me = check_daemon()  # first: it says where the workspaces are
-    checks = [check_workspace(me), daemon]
+    checks = [check_workspace(me, interactive, yes), daemon]
     if daemon.ok:
         checks.append(check_limits())
     checks.append(check_git(git_name, git_email, interactive))
@@ -111,40 +111,23 @@ def _offer_project_init() -> None:
 # =========================================================================== project-init
 
 
-def framework_choices() -> tuple[list, str | None]:
-    """questionary choices from the catalog (runnable ones first); value: ``F==VER`` or ""."""
-    import questionary
-
-    data = api.images_catalog(Client())
-    # "" (not None: questionary would return the title instead) means the lab's CPU base.
-    choices = [questionary.Choice("CPU only: the lab's base image (python)", value="")]
-    default = None
-    for e in sorted(data.get("entries", []), key=lambda e: not e.get("runnable")):
-        label = f"{e['framework']} {e['framework_version']} ({'cuda ' + e['cuda'] if e.get('cuda') else 'cpu'})"
-        value = f"{e['framework']}=={e['framework_version']}"
-        if e.get("framework") == "python" and e.get("local"):
-            continue  # the base image: the first choice already
-        if e.get("runnable"):
-            choices.append(questionary.Choice(label, value=value))
-        else:
-            choices.append(questionary.Choice(label, value=value, disabled=f"needs driver ≥ {e.get('min_driver')}"))
-    return choices, default
-
-
 def ask_init(framework: str | None, preset: str | None, kind: str | None,
-             image_questions: bool = True) -> tuple[str | None, str | None, str]:
-    """The interactive part of project-init: only what the flags did not say."""
+             image_questions: bool = True) -> tuple[str | None, str | None, str, dict | None]:
+    """The interactive part of project-init: only what the flags did not say. The framework
+    picker (``ds01.cli.picker``) also answers the base it chose (None: ask the daemon)."""
     import questionary
 
+    base = None
     if framework is None and image_questions:
-        choices, default = framework_choices()
-        framework = ask(questionary.select("Framework:", choices=choices, default=default)) or None
+        from ds01.cli.picker import pick
+
+        framework, base = pick(api.images_catalog(Client()))
     if preset is None and image_questions:
         pc = [questionary.Choice("none", value="")] + [questionary.Choice(p, value=p) for p in PRESET_NAMES]
         preset = ask(questionary.select("Package preset:", choices=pc)) or None
     if kind is None:
         kind = ask(questionary.select("Project layout:", choices=list(KINDS), default="data-science"))
-    return framework, preset, kind
+    return framework, preset, kind, base
 
 
 def write_requirements(ws: Path, project: str, src: str | None) -> str:
@@ -169,13 +152,15 @@ def write_dockerfile(ws: Path, project: str, base: dict | None, framework: str |
                      preset: str | None) -> str:
     """The project's Dockerfile via the image generator (image-create --no-build); an existing
     one is the user's and is kept."""
-    from ds01.cli.commands.images import render, write_text
+    from ds01.cli.commands.images import render, requirement_inputs, write_text
 
     df = ws / "Dockerfile"
     if base is None:
         return "kept (yours; change packages with image-update)"
-    write_text(df, render(project, base, framework, packages, [], "requirements.txt", preset))
-    return f"written (base {base['image']})"
+    inputs = requirement_inputs(ws, "requirements.txt") if (ws / "requirements.txt").is_file() else []
+    write_text(df, render(project, base, framework, packages, [], "requirements.txt", preset, inputs))
+    extra = " + " + " ".join(base["pip"]) if base.get("pip") else ""
+    return f"written (base {base['image']}{extra})"
 
 
 @click.command(context_settings=CTX)
@@ -219,12 +204,13 @@ def project_init(project: str, framework: str | None, preset: str | None, requir
         raise InvalidInput(f"cannot read the requirements file {requirements}", "give a path to a file you can read")
     ws_path = workspaces.directory(project)
     has_df = (ws_path / "Dockerfile").exists() or (ws_path / "Dockerfile").is_symlink()
+    picked = None
     if is_tty() and not yes and not as_json:
         # An existing Dockerfile is kept, so there is no framework or preset to ask about.
-        framework, preset, kind = ask_init(framework, preset, kind, image_questions=not has_df)
+        framework, preset, kind, picked = ask_init(framework, preset, kind, image_questions=not has_df)
     kind = kind or "data-science"
     pip = split_words(packages)
-    base = None if has_df else select_base(framework)  # asks the daemon: before any file changes
+    base = None if has_df else picked or select_base(framework)  # asks the daemon: before any file changes
     if is_tty() and not yes and not as_json:
         import questionary
 
@@ -243,6 +229,8 @@ def project_init(project: str, framework: str | None, preset: str | None, requir
     r = write_readme(ws, project, kind, framework=label, image=f"{image_name(user, project)}:latest")
     steps["README.md"] = "written" if r.created else "kept"
     notes: list[str] = []
+    if base and base.get("fit") == "cpu-only-here":
+        notes.append(f"{base['image']} is a CUDA image and this host has no NVIDIA driver: it runs here on the CPU only")
     if base and base.get("local") and not base.get("present"):
         notes.append(f"the base image {base['image']} is not on this server yet; an admin creates it with "
                      "'ds01 admin base-image bootstrap' (project-launch needs it)")
@@ -280,13 +268,16 @@ def _git_step(ws: Path) -> tuple[str, list[str]]:
 @click.option("--no-cache", is_flag=True, help="rebuild every step of the image (implies --rebuild)")
 @gpu_options
 @open_option
-@click.option("--jupyter", is_flag=True, help="start JupyterLab in it and print the URL and the ssh -L line")
+@click.option("--jupyter", is_flag=True, help="start JupyterLab in it (inside the container only) and print "
+              "the URL and the ssh -L line (through container-ssh)")
+@click.option("--publish-local", is_flag=True, help="with --jupyter: also publish its port on this server's "
+              "127.0.0.1 (the old way; every local user can then reach it, the token is the only protection)")
 @click.option("--yes", "-y", is_flag=True, help="never ask (e.g. replace an outdated container)")
 @json_opt
 @explain_opt
 def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None, gpu_profile: str | None,
-                   mig: int | None, queue: bool, open_: bool | None, jupyter: bool, yes: bool, as_json: bool,
-                   explain: bool) -> int | None:
+                   mig: int | None, queue: bool, open_: bool | None, jupyter: bool, publish_local: bool, yes: bool,
+                   as_json: bool, explain: bool) -> int | None:
     """Build PROJECT's image if needed, start its container and open a shell in it.
 
     The image is rebuilt only when the Dockerfile or requirements.txt changed since the last
@@ -296,14 +287,14 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
     Examples:
       project-launch thesis
       project-launch thesis --gpus 1 --background
-      project-launch thesis --jupyter            JupyterLab, reachable through ssh -L
+      project-launch thesis --jupyter            JupyterLab, reachable through ssh -L thesis.ds01
     """
     from ds01.cli import workspaces
     from ds01.cli.commands.workflows import open_shell
     from ds01.cli.launching import JUPYTER_PORT, ensure_image, replace_outdated, start_jupyter
     from ds01.cli.options import gpu_request
     from ds01.cli.verbs import deploy, launch_unchanged, next_steps, report_deploy, should_open
-    from ds01.errors import NotFound
+    from ds01.errors import InvalidInput, NotFound
     from ds01.projects.workspace import display_path
 
     if explain:
@@ -314,13 +305,16 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
         where = display_path(ws / "Dockerfile")
         raise NotFound(f"{where} does not exist, so there is no image to launch",
                        f"set the project up first: project-init {project}")
-    ports = [JUPYTER_PORT] if jupyter else None
+    if publish_local and not jupyter:
+        raise InvalidInput("--publish-local only goes with --jupyter",
+                           f"project-launch {project} --jupyter --publish-local")
+    ports = [JUPYTER_PORT] if jupyter and publish_local else None
     out = None
     if not (rebuild or no_cache):
         out = launch_unchanged(project, str(ws), gpu=gpu, queue=queue, ports=ports, as_json=as_json)
     if out is None:
-        image, rebuilt = ensure_image(project, ws, rebuild, no_cache, as_json)
-        if rebuilt:
+        image, outdated = ensure_image(project, ws, rebuild, no_cache, as_json)
+        if outdated:
             replace_outdated(project, yes, as_json)
         out = deploy(project, image=image, gpu=gpu, queue=queue, ports=ports)
     if not as_json:
@@ -328,7 +322,7 @@ def project_launch(project: str, rebuild: bool, no_cache: bool, gpus: int | None
     if out.get("queued"):
         return print_json(out) if as_json else None
     if jupyter:
-        out["jupyter"] = start_jupyter(project, out, as_json)
+        out["jupyter"] = start_jupyter(project, out, as_json, publish_local)
     if as_json:
         print_json(out)
     if should_open(open_, as_json or jupyter):

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ds01.cli import verbs
+from ds01.cli import options, verbs
 from ds01.cli.lazy import Client
 from ds01.cli.options import CTX, gpu_options, gpu_request, json_opt, open_option
 from ds01.cli.output import info, ok, print_json
@@ -35,11 +35,14 @@ def open_shell(project: str) -> int:
 @click.command(context_settings=CTX)
 @click.argument("project")
 @click.option("--image", metavar="IMG", help="image to use (default: your project's image, else the lab's base)")
+@click.option("--cpu-only", is_flag=True, help="no GPU (the default when no GPU option is given)")
 @gpu_options
+@options.user_opt("container")
 @open_option
 @json_opt
-def container_deploy(project: str, image: str | None, gpus: int | None, gpu_profile: str | None, mig: int | None,
-                     queue: bool, open_: bool | None, as_json: bool) -> int | None:
+def container_deploy(project: str, image: str | None, cpu_only: bool, gpus: int | None, gpu_profile: str | None,
+                     mig: int | None, queue: bool, user: str | None, open_: bool | None,
+                     as_json: bool) -> int | None:
     """Create and start the container of PROJECT, then open a shell in it.
 
     If PROJECT's container already runs it is reused; a stopped one is started. If the start
@@ -51,8 +54,9 @@ def container_deploy(project: str, image: str | None, gpus: int | None, gpu_prof
       container-deploy thesis --gpus 1 --background
       container-deploy thesis --mig 1 --queue      wait for a GPU slice if none is free
     """
-    out = deploy(project, image=image, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue)
-    if not out.get("queued") and should_open(open_, as_json):
+    out = deploy(project, image=image, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue, cpu_only=cpu_only,
+                 user=user)
+    if not out.get("queued") and should_open(open_ and not user, as_json or bool(user)):
         if as_json:
             print_json(out)
         else:
@@ -185,14 +189,19 @@ def _add_to_dockerfile(df, add: list[str]) -> list[str]:
 @click.argument("project")
 @click.option("--save-packages", is_flag=True,
               help="first offer to add packages you pip-installed by hand to the project's Dockerfile")
-@click.option("--yes", "-y", is_flag=True, help="accept without asking (with --save-packages)")
+@click.option("--yes", "-y", is_flag=True,
+              help="do not ask: kill processes still running, and (with --save-packages) save the packages")
+@click.option("--force", is_flag=True, help="kill processes still running without asking")
 @click.option("--timeout", type=click.FloatRange(0, 3600), help="seconds to wait before killing (default from config)")
 @json_opt
-def container_retire(project: str, save_packages: bool, yes: bool, timeout: float | None, as_json: bool) -> None:
+def container_retire(project: str, save_packages: bool, yes: bool, force: bool, timeout: float | None,
+                     as_json: bool) -> None:
     """Stop and remove the container of PROJECT and give its GPUs back.
 
     Your workspace ~/workspace/PROJECT is never touched. Packages you installed by hand
     inside the container are lost with it, unless you keep them with --save-packages.
+    When processes other than shells still run in it, they are listed and you are asked (on a
+    terminal); a script needs --yes (or --force).
 
     \b
     Examples:
@@ -201,11 +210,12 @@ def container_retire(project: str, save_packages: bool, yes: bool, timeout: floa
       container-retire thesis --save-packages --yes
     """
     saved = offer_saved_packages(project, yes) if save_packages else []
-    out = api.container_retire(Client(), project, timeout=timeout)
+    out = verbs.checked(lambda check: api.container_retire(Client(), project, timeout=timeout, check_work=check),
+                        yes or force)
     if as_json:
         return print_json({**out, "saved_packages": saved})
     ok(f"retired the container of {project}" + (f" ({out['name']})" if out.get("name") else "")
-       + "; its GPUs are free again")
+       + ("; its GPUs are free again" if out.get("gpus") else ""))
     if out.get("workspace"):
         click.echo(f"  workspace {out['workspace']} is kept, unchanged")
     click.echo(f"  next time: project-launch {project}   (or container-deploy {project})")

@@ -16,6 +16,7 @@ from ds01.daemon.http import caller, in_thread, json_response, parse, query, sco
 from ds01.daemon.services import Services
 from ds01.errors import InvalidInput
 from ds01.models import api
+from ds01.services.processes import refuse_if_working
 
 
 def routes(s: Services) -> list[web.RouteDef]:
@@ -43,6 +44,8 @@ def routes(s: Services) -> list[web.RouteDef]:
     async def retire(request: web.Request) -> web.Response:
         body = await parse(request, api.RetireContainer)
         who = target(request, ctx, body.user)
+        if body.check_work:  # what it would kill, asked first (services/processes.py)
+            await in_thread(refuse_if_working, svc, who, request.match_info["ref"], "container-retire")
         return json_response(await in_thread(svc.retire, caller(request), who, request.match_info["ref"],
                                              body.timeout))
 
@@ -54,8 +57,12 @@ def routes(s: Services) -> list[web.RouteDef]:
     async def stop(request: web.Request) -> web.Response:
         body = await parse(request, api.StopContainer)
         who = target(request, ctx, body.user)
-        return json_response(await in_thread(svc.stop, caller(request), who, request.match_info["ref"],
-                                             body.timeout))
+        if body.check_work:
+            await in_thread(refuse_if_working, svc, who, request.match_info["ref"], "container-stop")
+        out = await in_thread(svc.stop, caller(request), who, request.match_info["ref"], body.timeout)
+        if out.get("gpus"):  # how long they stay reserved for a restart (then they are released)
+            out["gpus_held_for"] = svc.limits_for(who).gpu_hold_after_stop
+        return json_response(out)
 
     async def remove(request: web.Request) -> web.Response:
         body = await parse(request, api.RemoveContainer)

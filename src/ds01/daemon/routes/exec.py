@@ -6,11 +6,18 @@ The user never gets a Docker socket: ``ContainerService.exec`` starts the proces
 uid:gid, in /workspace) and this route only copies bytes between the session and the WebSocket.
 
 Protocol (client ⇄ daemon):
-* client → first text message: :class:`ds01.models.api.ExecRequest` JSON.
-* client → binary: stdin bytes. text ``{"type":"resize","rows":R,"cols":C}``; ``{"type":"eof"}``.
+* client → first text message: :class:`ds01.models.api.ExecRequest` JSON. With ``ssh`` the
+  process is the container's sshd in inetd mode (``container-ssh``, ds01.services.ssh): the
+  binary messages are then the SSH connection itself.
+* client → binary: stdin bytes. text ``{"type":"resize","rows":R,"cols":C}``; ``{"type":"eof"}``;
+  ``{"type":"signal","signal":"INT"}`` (INT, TERM, HUP, QUIT, KILL: to the process's group).
 * daemon → binary: first byte is the stream (1 stdout, 2 stderr), the rest is data.
 * daemon → text ``{"type":"started"}`` once running, ``{"type":"exit","code":N}`` at the end, or
   ``{"type":"error","error":{…}}`` for a refusal (then the socket closes).
+
+A client that goes away before the exit (killed, connection lost) takes the process with it: its
+group gets SIGHUP, then SIGKILL (``ExecSession.kill``), so nothing keeps running unseen, holding
+GPUs and defeating idle reclaim.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 from aiohttp import WSMsgType, web
 
-from ds01.daemon.http import caller, in_thread, target, validate
+from ds01.daemon.http import audit_refusal, caller, in_thread, target, validate
 from ds01.daemon.services import Services
 from ds01.errors import DS01Error, InvalidInput
 from ds01.models.api import ExecRequest
@@ -36,15 +43,27 @@ def routes(s: Services) -> list[web.RouteDef]:
     async def exec_(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=1024 * 1024, heartbeat=30, compress=False)
         await ws.prepare(request)
+        ssh = False
         try:
             first = await ws.receive(timeout=30)
             if first.type != WSMsgType.TEXT:
                 raise InvalidInput("the first message must be the exec request (JSON text)")
             req = validate(ExecRequest, first.data, "invalid exec request: ")
             who = target(request, s.ctx, req.user)
-            session = await in_thread(s.containers.exec, caller(request), who, request.match_info["ref"], req.cmd,
-                                      tty=req.tty, term=req.term, start=req.start)
+            ssh = req.ssh
+            if ssh:
+                if req.cmd or req.tty or s.ssh is None:
+                    raise InvalidInput("an ssh session takes no command and no terminal (sshd makes its own)")
+                session = await in_thread(s.ssh.open, caller(request), who, request.match_info["ref"],
+                                          start=req.start)
+            else:
+                session = await in_thread(s.containers.exec, caller(request), who, request.match_info["ref"],
+                                          req.cmd, tty=req.tty, term=req.term, start=req.start)
         except DS01Error as e:
+            # refused run/attach/exec/ssh: audited (issue 15); not the "not running" container-ssh
+            # answers itself by starting the container and asking again
+            if not (ssh and e.details.get("start")):
+                audit_refusal(s.ctx, request, e, "container.ssh" if ssh else "container.exec")
             await ws.send_str(json.dumps({"type": "error", "error": e.to_dict()}))
             await ws.close()
             return ws
@@ -158,6 +177,8 @@ async def relay(ws: web.WebSocketResponse, session: ExecSession, rows: int, cols
                         await in_thread(session.resize, r, c)
                 elif ctl.get("type") == "eof":
                     session.end_input()
+                elif ctl.get("type") == "signal":
+                    await in_thread(session.signal, str(ctl.get("signal", "")))
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
 
@@ -166,7 +187,8 @@ async def relay(ws: web.WebSocketResponse, session: ExecSession, rows: int, cols
     try:
         done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
         if in_task in done and not out_task.done():
-            # client went away: the process keeps its terminal until Docker notices the hang-up
+            # the client went away before the exit: end the process rather than leave it running
+            await in_thread(session.kill)
             out_task.cancel()
         else:
             await out_task

@@ -50,17 +50,22 @@ def routes(s: Services) -> list[web.RouteDef]:
         return json_response(await in_thread(status.status, caller(request)))
 
     async def get_events(request: web.Request) -> web.Response:
-        q = query(request, {"since", "user", "type", "result", "limit"})
+        q = query(request, {"since", "user", "type", "result", "limit", "all"})
         now = ctx.clock()
         since = _since(q.get("since"), now, now - 86400)
         who = caller(request)
         user = target(request, ctx, q["user"]) if q.get("user") else None
         limit = _int(q.get("limit"), 200, 1, 10000, "limit")
-        return json_response(await in_thread(status.events, who, since, user, _csv(q.get("type")),
-                                             _csv(q.get("result")), limit))
+        types = _csv(q.get("type"))
+        # container.exec (one per shell/command) is noise unless asked for: ?all=1 or by name
+        hide = () if q.get("all") or (types and "container.exec" in types) else ("container.exec",)
+        return json_response(await in_thread(status.events, who, since, user, types,
+                                             _csv(q.get("result")), limit, hide))
 
     async def get_usage(request: web.Request) -> web.Response:
-        q = query(request, {"since", "until", "by", "user"})
+        q = query(request, {"since", "until", "by", "user", "all_users"})
+        if q.get("all_users"):
+            require_admin(request, ctx, "--all-users")
         now = ctx.clock()
         since = _since(q.get("since"), now, now - 30 * 86400)
         until = _since(q.get("until"), now, now) if q.get("until") else None

@@ -21,7 +21,8 @@ def routes(s: Services) -> list[web.RouteDef]:
         # workspace_base: the configured template ("{home}/workspace"), so the CLI writes projects
         # where the daemon will look for them
         return json_response({**caller(request).to_dict(),
-                              "workspace_base": s.ctx.config.containers.workspace_base})
+                              "workspace_base": s.ctx.config.containers.workspace_base,
+                              "workspace_group": s.ctx.config.containers.workspace_group})
 
     return [
         web.get("/v1/health", health),

@@ -1,0 +1,68 @@
+"""Admin routes for running the lab (issue 16): thin wrappers over
+:class:`ds01.services.config_admin.ConfigAdmin`. Admins only (root or the admin group).
+
+    POST /v1/admin/reload          re-read the config file: validate, apply live, name what needs a restart
+    GET  /v1/admin/limits          ?user=U | ?group=G (neither: defaults, groups, overrides)
+    POST /v1/admin/limits          set/unset one level's limits in the config file, then reload
+    GET  /v1/admin/users           every account the lab knows, with group, overrides and holdings
+    GET  /v1/admin/doctor          the daemon's own directories and files: owner and mode
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ds01.daemon.http import in_thread, json_response, parse, query, require_admin
+from ds01.daemon.services import Services
+from ds01.errors import ConfigError
+from ds01.models import api
+
+
+def routes(s: Services) -> list[web.RouteDef]:
+    ctx = s.ctx
+
+    def admin() -> object:
+        ca = s.config_admin
+        if ca is None:
+            raise ConfigError("this daemon was started without a config file path; nothing to reload")
+        return ca
+
+    async def reload(request: web.Request) -> web.Response:
+        query(request, set())
+        who = require_admin(request, ctx, "reloading the configuration")
+        return json_response(await in_thread(admin().reload, who, "ds01 admin reload"))
+
+    async def limits_show(request: web.Request) -> web.Response:
+        q = query(request, {"user", "group"})
+        require_admin(request, ctx, "the lab's limits")
+        return json_response(await in_thread(admin().limits_show, q.get("user") or None, q.get("group") or None))
+
+    async def limits_change(request: web.Request) -> web.Response:
+        body = await parse(request, api.LimitsChange)
+        who = require_admin(request, ctx, "changing limits")
+        return json_response(await in_thread(admin().limits_change, who, body.user, body.group, body.defaults,
+                                             dict(body.set), list(body.unset)))
+
+    async def users(request: web.Request) -> web.Response:
+        query(request, set())
+        require_admin(request, ctx, "the list of users")
+
+        def run() -> list[dict]:
+            return admin().users(s.containers.list(None))
+
+        return json_response(await in_thread(run))
+
+    async def doctor(request: web.Request) -> web.Response:
+        query(request, set())
+        require_admin(request, ctx, "the doctor")
+        from ds01.services.config_admin import own_path_checks
+
+        return json_response({"checks": await in_thread(own_path_checks, admin().own_files)})
+
+    return [
+        web.post("/v1/admin/reload", reload),
+        web.get("/v1/admin/limits", limits_show),
+        web.post("/v1/admin/limits", limits_change),
+        web.get("/v1/admin/users", users),
+        web.get("/v1/admin/doctor", doctor),
+    ]

@@ -1,0 +1,236 @@
+"""Batch jobs (issue 14): submit, list, show, logs, cancel, rerun. The running half (start,
+follow, end, recovery) is :class:`ds01.services.job_runner.JobRunner`.
+
+Each method acts on the caller's own jobs; another user's job is reported exactly like a
+missing one. Admins see and cancel everyone's. Every refusal happens before any record exists.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+from ds01.errors import Conflict, InvalidInput, NotFound, PolicyDenied
+from ds01.models.gpu import GpuRequest
+from ds01.names import validate_project
+from ds01.policy import jobs as P
+from ds01.policy.allocation import Allocation, decide
+from ds01.services.identity import Caller
+from ds01.services.job_runner import JobRunner
+from ds01.services.workspace import _gids, existing_workspace
+from ds01.state.jobs import JobRecord
+
+MAX_LOG_READ = 1024 * 1024
+
+
+def job_view(j: JobRecord) -> dict[str, Any]:
+    return {
+        "id": j.id, "name": j.name, "user": j.user, "uid": j.uid, "project": j.project, "state": j.state,
+        "reason": j.reason, "command": j.command, "env": j.env, "request": GpuRequest.from_dict(j.request).describe(),
+        "gpus": j.gpus, "time_limit": j.time_limit, "image": j.image, "image_id": j.image_id,
+        "git_commit": j.git_commit, "git_dirty": j.git_dirty, "array_id": j.array_id, "array_index": j.array_index,
+        "array_throttle": j.array_throttle, "after": j.after, "requeue": j.requeue, "mail": j.mail,
+        "submitted_at": j.submitted_at, "started_at": j.started_at, "ended_at": j.ended_at,
+        "exit_code": j.exit_code, "container": j.docker_name if j.state in P.ACTIVE else None,
+        "rerun_of": j.rerun_of,
+    }
+
+
+def git_state(who: Caller, path: str) -> tuple[str | None, bool | None]:
+    """(HEAD commit, dirty) of the workspace, read *as the user* (never root in user files);
+    (None, None) when it is not a git repository or git does not answer in time."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", path, *args], user=who.uid, group=who.gid, extra_groups=_gids(who),
+                              capture_output=True, text=True, timeout=10, cwd="/", env=env)
+
+    try:
+        head = git("rev-parse", "--verify", "-q", "HEAD")
+        if head.returncode != 0:
+            return None, None
+        status = git("status", "--porcelain")
+        return head.stdout.strip() or None, (bool(status.stdout.strip()) if status.returncode == 0 else None)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+class JobService(JobRunner):
+    # -- lookups ---------------------------------------------------------------------------
+    def _own(self, who: Caller, job_id: int) -> JobRecord:
+        job = self.ctx.store.get_job(job_id)
+        if job is None or (job.uid != who.uid and not who.is_admin):
+            raise NotFound(f"you have no job {job_id}", "'job-list --all' lists your jobs")
+        return job
+
+    # -- submit ----------------------------------------------------------------------------
+    def submit(self, who: Caller, project: str, command: list[str], *, request: GpuRequest | None = None,
+               time: str | None = None, name: str | None = None, array: str | None = None,
+               after: list[int] | None = None, env: dict[str, str] | list[str] | None = None,
+               requeue: bool = False, mail: bool = False) -> dict[str, Any]:
+        """Queue a job (or one per array task); returns at once with the ids."""
+        project = validate_project(project)
+        cmd = P.check_command(command)
+        lim = self._limits(who)
+        request = request or GpuRequest()
+        limit = P.parse_time(time, lim.max_runtime)
+        spec = P.parse_array(array, self.cfg.jobs.max_array_tasks) if array else None
+        variables = P.parse_env(env or [])
+        deps = self._check_after(who, after or [])
+        self._check_request(request, lim)
+        if mail and self.cfg.notify.smtp is None:
+            raise InvalidInput("--mail: this host has no mail relay configured",
+                               "ask an admin to set notify.smtp, or leave --mail out")
+        workspace = existing_workspace(who, project, self.cfg.containers.workspace_base)
+        if workspace is None:
+            raise NotFound(f"you have no project {project!r}", f"create it with 'project-init {project}'")
+        image, image_id = self._image(who, project)
+        commit, dirty = git_state(who, workspace)
+        return self._insert(who, project, cmd, request, limit, name, spec, deps, variables, requeue, mail,
+                            image, image_id, commit, dirty, rerun_of=None)
+
+    def _insert(self, who, project, cmd, request, limit, name, spec, deps, variables, requeue, mail, image,
+                image_id, commit, dirty, rerun_of) -> dict[str, Any]:
+        lim = self._limits(who)
+        indices = spec.indices if spec else (None,)
+        now = self.ctx.clock()
+        ids: list[int] = []
+        with self.ctx.store.transaction() as tx:
+            queued = self.ctx.store.count_jobs(who.uid, (P.QUEUED,), tx)
+            if queued + len(indices) > lim.max_jobs_queued:
+                raise PolicyDenied(
+                    f"you have {queued} queued job(s); {len(indices)} more would pass your limit of "
+                    f"{lim.max_jobs_queued}", "wait for some to start, or cancel some with 'job-cancel ID'")
+            array_id = None
+            for idx in indices:
+                jid = self.ctx.store.insert_job(
+                    tx, uid=who.uid, user=who.name, project=project, name=name, state=P.QUEUED, command=list(cmd),
+                    env=variables, request=request.to_dict(), time_limit=limit, image=image, image_id=image_id,
+                    git_commit=commit, git_dirty=dirty, array_index=idx,
+                    array_throttle=spec.throttle if spec else None, after=deps, requeue=requeue, mail=mail,
+                    submitted_at=now, rerun_of=rerun_of)
+                if spec is not None:
+                    array_id = array_id or jid
+                    self.ctx.store.update_job(jid, tx, array_id=array_id)
+                ids.append(jid)
+        self.ctx.emit("job.submit", who, project, data={"jobs": ids, "command": list(cmd)[:8],
+                                                         "request": request.to_dict()})
+        self._wake()  # served by the next tick, which this starts now
+        return {"id": ids[0], "ids": ids, "array_id": ids[0] if spec else None, "state": P.QUEUED,
+                "project": project, "image": image, "image_id": image_id, "git_commit": commit}
+
+    def _check_after(self, who: Caller, after: list[int]) -> list[int]:
+        out = []
+        for jid in after:
+            if not isinstance(jid, int) or isinstance(jid, bool):
+                raise InvalidInput(f"--after {jid!r} is not a job id")
+            job = self.ctx.store.get_job(jid)
+            if job is None or job.uid != who.uid:
+                raise NotFound(f"--after {jid}: you have no job {jid}", "'job-list --all' lists your jobs")
+            out.append(jid)
+        return sorted(set(out))
+
+    def _check_request(self, request: GpuRequest, lim) -> None:
+        """Refuse now what could never start (invalid on this host, or over the user's limits
+        even with nothing held); a busy machine only means waiting."""
+        if request.kind == "none":
+            return
+        outcome = decide(self.ctx.inventory, {}, request, lim, 0.0)
+        if not isinstance(outcome, Allocation) and outcome.kind != "capacity":
+            raise outcome.to_error()
+
+    def _image(self, who: Caller, project: str) -> tuple[str, str | None]:
+        """The project's built image, else the lab default (as container-create); and its id."""
+        image, local = (None, None)
+        if self.images is not None:
+            image, local = self.images.project_image(who, project)
+        image = image or self.cfg.images.default
+        self.containers._check_image(image)
+        if local is None:
+            local = (self.images.check_use(who, image) if self.images is not None
+                     else self.ctx.runtime.image_inspect(image))
+        if local is None:
+            raise NotFound(f"image {image!r} is not available on this host",
+                           f"build your project's image with 'image-create {project}'")
+        return image, local.id
+
+    # -- views -----------------------------------------------------------------------------
+    def list(self, who: Caller | None, include_ended: bool = False, state: str | None = None) -> list[dict]:
+        if state is not None and state not in P.STATES:
+            raise InvalidInput(f"--state {state!r} is not a job state", f"one of: {', '.join(P.STATES)}")
+        states = (state,) if state else (None if include_ended else P.ACTIVE)
+        return [job_view(j) for j in self.ctx.store.jobs(None if who is None else who.uid, states)]
+
+    def show(self, who: Caller, job_id: int) -> dict[str, Any]:
+        return job_view(self._own(who, job_id))
+
+    def logs(self, who: Caller, job_id: int, offset: int | None = None, tail: int | None = None) -> dict[str, Any]:
+        """A piece of the job's log: from byte ``offset`` (``-f`` polls with the returned
+        offset), or its last ``tail`` lines; ``ended`` once nothing more will come."""
+        job = self._own(who, job_id)
+        path = self.log_path(job.id)
+        ended = job.state in P.ENDED or job.state == P.QUEUED
+        with self._lock:
+            ended = ended and job.id not in self._followers
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return {"data": "", "offset": 0, "state": job.state, "ended": ended}
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if tail is not None:
+                start = max(0, size - MAX_LOG_READ)
+                f.seek(start)
+                lines = f.read().splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail > 0 else b""
+                return {"data": data.decode("utf-8", "replace"), "offset": size, "state": job.state,
+                        "ended": ended}
+            start = min(max(0, offset or 0), size)
+            f.seek(start)
+            data = f.read(MAX_LOG_READ)
+        return {"data": data.decode("utf-8", "replace"), "offset": start + len(data), "state": job.state,
+                "ended": ended and start + len(data) >= size}
+
+    # -- changes ---------------------------------------------------------------------------
+    def cancel(self, who: Caller, job_id: int) -> dict[str, Any]:
+        job = self._own(who, job_id)
+        if job.state in P.ENDED:
+            raise Conflict(f"job {job_id} already ended ({job.state})", "'job-rerun' runs it again")
+        if job.state == P.QUEUED:
+            if not self.ctx.store.set_job_state(job.id, P.QUEUED, state=P.CANCELLED, reason="cancelled while queued",
+                                                ended_at=self.ctx.clock()):
+                return self.cancel(who, job_id)  # it started meanwhile
+            self.ctx.emit("job.cancel", who, job.project, data={"job": job.id, "was": P.QUEUED})
+            self._wake()  # a dependent fails, the next array task may start
+            return {"id": job.id, "state": P.CANCELLED}
+        self.ctx.store.set_job_state(job.id, job.state, requested="cancel")
+        self.ctx.emit("job.cancel", who, job.project, data={"job": job.id, "was": job.state})
+        job = self.ctx.store.get_job(job.id)
+        if job is not None and job.state == P.RUNNING:
+            self._stop_async(job)
+        return {"id": job_id, "state": "cancelling"}
+
+    def rerun(self, who: Caller, job_id: int) -> dict[str, Any]:
+        """The same image id, command, variables, resources and time limit, as a new job."""
+        job = self._own(who, job_id)
+        owner = who if job.uid == who.uid else self._who(job.uid)
+        image_id = job.image_id
+        if image_id and self.ctx.runtime.image_inspect(image_id) is None:
+            raise NotFound(f"the image job {job_id} ran ({image_id[:19]}) is no longer on this host",
+                           f"submit it again with 'job-submit {job.project} -- ...' (the current image)")
+        workspace = existing_workspace(owner, job.project, self.cfg.containers.workspace_base)
+        if workspace is None:
+            raise NotFound(f"you have no project {job.project!r}")
+        commit, dirty = git_state(owner, workspace)
+        return self._insert(owner, job.project, tuple(job.command), GpuRequest.from_dict(job.request),
+                            job.time_limit, job.name, None, [], job.env, job.requeue, job.mail,
+                            job.image, image_id, commit, dirty, rerun_of=job.id)
+
+    # -- status ----------------------------------------------------------------------------
+    def summary(self, who: Caller | None = None) -> dict[str, Any]:
+        """Running and queued jobs (``ds01 status``)."""
+        jobs = self.ctx.store.jobs(None if who is None else who.uid, P.ACTIVE)
+        return {"running": [job_view(j) for j in jobs if j.state != P.QUEUED],
+                "queued": [job_view(j) for j in jobs if j.state == P.QUEUED]}

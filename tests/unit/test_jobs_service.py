@@ -1,0 +1,200 @@
+"""services.jobs on a fake engine (issue 14): records and refusals, one fair queue for jobs and
+interactive requests, job GPUs in max_gpus, and how an end is decided after restarts."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from types import SimpleNamespace
+
+import pytest
+
+from ds01.errors import InvalidInput, NotFound, PolicyDenied
+from ds01.gpu.simulated import SimulatedSource
+from ds01.models.config import Config
+from ds01.models.gpu import GpuRequest
+from ds01.runtime.base import ContainerInfo, ImageInfo
+from ds01.services.containers import ContainerService
+from ds01.services.context import Context
+from ds01.services.events import EventLog
+from ds01.services.gpus import GpuService
+from ds01.services.identity import Caller
+from ds01.services import jobs as jobs_mod
+from ds01.services.jobs import JobService
+from ds01.state.db import Store
+
+
+class FakeEngine:
+    def __init__(self):
+        self.c: dict[str, dict] = {}
+
+    def image_inspect(self, ref):
+        return ImageInfo(id="sha256:" + "a" * 64, tags=[ref], labels={}, size=1, created=0.0)
+
+    def create(self, spec):
+        cid = f"{len(self.c) + 1:064x}"
+        self.c[cid] = {"spec": spec, "status": "created", "exit": None}
+        return ContainerInfo(id=cid, name=spec.name, status="created", image=spec.image, labels=spec.labels)
+
+    def start(self, cid):
+        self.c[cid]["status"] = "running"
+
+    def stop(self, cid, timeout):
+        if cid in self.c and self.c[cid]["status"] == "running":
+            self.c[cid].update(status="exited", exit=143)
+
+    def remove(self, ref, force=False):
+        for cid, c in list(self.c.items()):
+            if ref in (cid, c["spec"].name):
+                del self.c[cid]
+                return True
+        return False
+
+    def inspect(self, cid):
+        c = self.c.get(cid)
+        if c is None:
+            return None
+        return ContainerInfo(id=cid, name=c["spec"].name, status=c["status"], image="", exit_code=c["exit"])
+
+    def list(self, labels):
+        return [self.inspect(cid) for cid in self.c]
+
+    def follow_logs(self, cid):
+        return iter(())
+
+    def prune_networks(self, selector):
+        return 0
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    me = pwd.getpwuid(os.getuid())
+    home = tmp_path / "home"
+    (home / "workspace" / "p").mkdir(parents=True)
+    cfg = Config.model_validate({
+        "gpu": {"inventory": "simulated", "simulated": {"gpus": [{}]}},
+        "defaults": {"max_gpus": 1.0, "max_jobs_queued": 3, "max_jobs_running": 2, "max_runtime": "1h"}})
+    store = Store(tmp_path / "state.db")
+    src = SimulatedSource(cfg.gpu.simulated)
+    engine = FakeEngine()
+    now = [1000.0]
+    ctx = Context(config=cfg, store=store, runtime=engine, events=EventLog(tmp_path / "events.jsonl", store),
+                  instance="unit", gpu_source=src, inventory=src.read(), clock=lambda: now[0])
+    marker = ["boot-1"]
+    containers = ContainerService(ctx)
+    jobs = JobService(ctx, containers, jobs_dir=str(tmp_path / "jobs"), boot_marker=lambda: marker[0])
+    gpu = GpuService(containers, jobs=jobs)
+    monkeypatch.setattr(jobs_mod, "git_state", lambda who, path: ("c" * 40, False))
+    told = []
+    monkeypatch.setattr("ds01.services.notify.notify", lambda who, project, text, *a: told.append(text))
+    who = Caller(uid=me.pw_uid, gid=me.pw_gid, name=me.pw_name, home=str(home), group="g",
+                 groups=frozenset(), is_admin=False)
+    monkeypatch.setattr(jobs, "_who", lambda uid: who)
+    return SimpleNamespace(ctx=ctx, jobs=jobs, gpu=gpu, engine=engine, now=now, who=who, marker=marker, told=told)
+
+
+def test_submit_records_and_bad_input_leaves_nothing(env):
+    out = env.jobs.submit(env.who, "p", ["python3", "-c", "print(42)"], time="30m", env=["A=1"])
+    j = env.ctx.store.get_job(out["id"])
+    assert j.state == "queued" and j.time_limit == 1800 and j.image_id.startswith("sha256:") and j.git_commit
+    assert j.env == {"A": "1"} and j.command == ["python3", "-c", "print(42)"]
+    n = len(env.ctx.store.jobs())
+    bad = [
+        (dict(project="nope", command=["true"]), NotFound),
+        (dict(project="p", command=[]), InvalidInput),
+        (dict(project="p", command=["true"], array="3-1"), InvalidInput),
+        (dict(project="p", command=["true"], time="2h"), InvalidInput),
+        (dict(project="p", command=["true"], after=[999]), NotFound),
+        (dict(project="p", command=["true"], request=GpuRequest(gpus=4)), InvalidInput),
+        (dict(project="p", command=["true"], array="0-5"), PolicyDenied),  # max_jobs_queued 3
+        (dict(project="p", command=["true"], mail=True), InvalidInput),  # no relay configured
+    ]
+    for kw, err in bad:
+        project, command = kw.pop("project"), kw.pop("command")
+        with pytest.raises(err):
+            env.jobs.submit(env.who, project, command, **kw)
+    assert len(env.ctx.store.jobs()) == n
+
+
+def test_one_fair_queue_for_jobs_and_interactive_requests(env):
+    store = env.ctx.store
+    # the GPU is held interactively by someone else; a GPU job waits for it
+    other = SimpleNamespace(uid=4242, name="heavy")
+    with store.transaction() as tx:
+        row = store.insert_container(tx, uid=other.uid, user=other.name, project="x", docker_id="d" * 64,
+                                     docker_name="ds01-4242-x", image="i", status="running", created_at=0.0)
+        gpu = env.ctx.inventory.allocatable[0].uuid
+        store.allocate(tx, store.get_container(row), {gpu: 1.0}, 0.0)
+    jid = env.jobs.submit(env.who, "p", ["true"], request=GpuRequest(gpus=1))["id"]
+    assert env.gpu.serve_queue() == [] and store.get_job(jid).state == "queued"
+    assert [e["project"] for e in env.gpu.queue(None)] == [f"p (job {jid})"]
+    store.release(row, 10.0, "removed")
+    served = env.gpu.serve_queue()
+    j = store.get_job(jid)
+    assert served == [{"job": jid}] and j.state == "running" and j.gpus == [gpu]
+    # its GPU counts in the user's holding (max_gpus), and interactive creates see it held
+    assert store.holding(env.who.uid) == 1.0 and gpu in store.held_devices()
+    spec = env.engine.c[j.docker_id]["spec"]
+    assert spec.env["NVIDIA_VISIBLE_DEVICES"] == gpu and spec.command == ("true",)
+    env.engine.c[j.docker_id].update(status="exited", exit=0)
+    assert env.jobs.finish(jid)
+    j = store.get_job(jid)
+    assert j.state == "succeeded" and j.exit_code == 0 and store.holding(env.who.uid) == 0.0
+    assert j.docker_id not in env.engine.c  # container removed, record kept
+    assert any(f"job {jid}" in t and "succeeded" in t for t in env.told)
+
+
+def test_cpu_jobs_respect_max_jobs_running_and_array_throttle(env):
+    ids = env.jobs.submit(env.who, "p", ["true"], array="0-2%1")["ids"]
+    env.jobs.tick()
+    states = [env.ctx.store.get_job(i).state for i in ids]
+    assert states == ["running", "queued", "queued"]
+    spec = env.engine.c[env.ctx.store.get_job(ids[0]).docker_id]["spec"]
+    assert spec.env["DS01_ARRAY_TASK_ID"] == "0" and spec.env["DS01_ARRAY_JOB_ID"] == str(ids[0])
+
+
+def test_time_limit_then_timeout(env):
+    jid = env.jobs.submit(env.who, "p", ["sleep", "99"], time="10s")["id"]
+    env.jobs.tick()
+    env.now[0] += 11
+    env.jobs.tick()
+    import time
+
+    for _ in range(50):  # the stop runs in a thread
+        if env.ctx.store.get_job(jid).docker_id and env.engine.inspect(env.ctx.store.get_job(jid).docker_id).status == "exited":
+            break
+        time.sleep(0.02)
+    assert env.jobs.finish(jid)
+    j = env.ctx.store.get_job(jid)
+    assert j.state == "timeout" and "time limit" in j.reason
+
+
+@pytest.mark.parametrize("requeue, state", [(False, "lost"), (True, "queued")])
+def test_engine_restart_is_lost_or_requeued(env, requeue, state):
+    jid = env.jobs.submit(env.who, "p", ["sleep", "99"], requeue=requeue)["id"]
+    env.jobs.tick()
+    j = env.ctx.store.get_job(jid)
+    env.marker[0] = "boot-2"  # the engine restarted: it stopped the container
+    env.engine.c[j.docker_id].update(status="exited", exit=143)
+    assert env.jobs.finish(jid)
+    j = env.ctx.store.get_job(jid)
+    assert j.state == state and "engine restarted" in j.reason and env.ctx.store.holding(env.who.uid) == 0.0
+
+
+def test_recover_requeues_a_start_the_daemon_did_not_finish(env):
+    jid = env.jobs.submit(env.who, "p", ["true"])["id"]
+    env.ctx.store.update_job(jid, state="starting")
+    assert env.jobs.recover() == {"requeued": 1, "followed": 0}
+    assert env.ctx.store.get_job(jid).state == "queued"
+
+
+def test_others_jobs_are_missing_and_cancel(env):
+    jid = env.jobs.submit(env.who, "p", ["true"])["id"]
+    bob = Caller(uid=env.who.uid + 1, gid=1, name="bob", home="/nonexistent", group="g", groups=frozenset(),
+                 is_admin=False)
+    for fn in (env.jobs.show, env.jobs.cancel, env.jobs.logs, env.jobs.rerun):
+        with pytest.raises(NotFound):
+            fn(bob, jid)
+    assert env.jobs.list(bob, include_ended=True) == []
+    assert env.jobs.cancel(env.who, jid)["state"] == "cancelled"
+    assert env.ctx.store.get_job(jid).state == "cancelled"

@@ -36,6 +36,7 @@ def write_text_config(d, extra: dict | None = None, comment: str = "") -> None:
 def lab(docker_client):
     d = new_daemon()
     d.config["defaults"] = {"max_gpus": 1, "max_containers": 3}
+    d.config["groups"] = [{"name": "students", "members": [USERS["carol"]]}]
     d.start()
     write_text_config(d)
     yield d
@@ -251,3 +252,21 @@ def test_reload_restarts_the_observability_listeners(lab):
     ok(lab.run("adm", "ds01", "admin", "reload"))
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_limits_of_a_group_and_the_defaults(lab):
+    r = ok(lab.run("adm", "ds01", "admin", "limits", "set", "--group", "students", "idle_timeout=1h", "cpus=2"))
+    assert "group:students" in r.stdout
+    lim = limits(lab, "carol")
+    assert lim["group"] == "students" and lim["limits"]["idle_timeout"] == 3600 and lim["limits"]["cpus"] == 2
+    show = json.loads(ok(lab.run("adm", "ds01", "admin", "limits", "show", "--group", "students", "--json")).stdout)
+    assert show["set"] == {"idle_timeout": 3600, "cpus": 2} and show["members"] == [USERS["carol"]]
+    ok(lab.run("adm", "ds01", "admin", "limits", "unset", "--group", "students", "cpus"))
+    assert limits(lab, "carol")["limits"]["cpus"] != 2
+    r = lab.run("adm", "ds01", "admin", "limits", "set", "--group", "nosuch", "cpus=2")
+    assert r.returncode == 4 and "no limits group" in r.stderr
+    ok(lab.run("adm", "ds01", "admin", "limits", "set", "--defaults", "max_containers=4"))
+    assert limits(lab, "alice")["limits"]["max_containers"] == 4
+    r = ok(lab.run("adm", "ds01", "admin", "limits", "show"))
+    assert "students" in r.stdout and USERS["bob"] in r.stdout
+    assert ok(lab.run("adm", "ds01", "admin", "limits", "set", "--defaults", "max_containers=3"))

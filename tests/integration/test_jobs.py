@@ -99,6 +99,10 @@ def test_succeeds_fails_and_keeps_record_and_log(jd, docker_client, projects):
     j2 = wait_state(jd, "alice", again)
     assert j2["state"] == "failed" and j2["image_id"] == j["image_id"] and j2["command"] == j["command"]
     assert j2["rerun_of"] == bad
+    # a changed tracked file is recorded as dirty (untracked files are not)
+    write_as("alice", os.path.join(home("alice"), "workspace", p, "run.sh"), "echo changed\n")
+    [dirty] = submit(jd, "alice", p, "--", "true")
+    assert show(jd, "alice", dirty)["git_dirty"] is True
 
 
 def test_bad_input_is_refused_without_a_record(jd, projects):
@@ -130,6 +134,10 @@ def test_timeout_sends_sigterm_then_state_timeout(jd, projects):
     p = make_project("alice", projects)
     script = "trap 'echo got TERM; exit 143' TERM; echo started; sleep 60 & wait"
     [jid] = submit(jd, "alice", p, "--time", "2s", "--", "sh", "-c", script)
+    t0 = time.time()
+    followed = logs(jd, "alice", jid, "-f")  # returns when the job has ended, with all of it
+    assert "started" in followed and "got TERM" in followed and time.time() - t0 >= 1.5
+    assert logs(jd, "alice", jid, "--tail", "1") == "got TERM\n"
     j = wait_state(jd, "alice", jid, timeout=20)
     assert j["state"] == "timeout" and "time limit" in j["reason"], j
     out = logs(jd, "alice", jid)

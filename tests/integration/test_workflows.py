@@ -62,7 +62,7 @@ def tiny_project(daemon, user: str = "alice", requirements: str = "# nothing yet
 
 
 def cleanup(daemon, user: str, project: str) -> None:
-    daemon.run(user, "container-retire", project)
+    daemon.run(user, "container-retire", project, "--yes")  # JupyterLab may still run: kill it
     daemon.run(user, "image-delete", project, "--force", "--yes")
 
 

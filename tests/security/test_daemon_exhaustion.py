@@ -16,8 +16,10 @@ from tests.integration.harness import BIN, USERS, free_port, new_daemon, ok
 # Opens N connections to a Unix socket (or host:port) as whoever runs it, prints how many it holds,
 # and holds them (idle: no request is ever sent) until its stdin closes.
 FLOOD = r"""
-import socket, sys
+import resource, socket, sys
 target, n = sys.argv[1], int(sys.argv[2])
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a user may, up to the hard limit
 held, failed = [], 0
 for _ in range(n):
     if ":" in target:
@@ -25,7 +27,8 @@ for _ in range(n):
         s = socket.socket(); addr = (host, int(port))
     else:
         s = socket.socket(socket.AF_UNIX); addr = target
-    s.settimeout(10)
+    if ":" in target:
+        s.settimeout(10)  # (a Unix socket stays blocking: connect waits for room in the backlog)
     try:
         s.connect(addr)
         held.append(s)

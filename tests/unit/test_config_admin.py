@@ -122,3 +122,24 @@ def test_limits_change_writes_validates_reloads_and_audits(tmp_path):
     with pytest.raises(Exception, match="no account"):
         ca.limits_change(actor, "no-such-user-x", None, False, {"max_gpus": 1}, [])
     assert pwd.getpwnam("root")
+
+
+def test_every_restart_key_names_a_setting_and_is_kept_running():
+    from ds01.services.config_admin import RESTART_KEYS, _get, keep_running
+
+    old = Config()
+    new = parse_config("daemon: {max_connections: 99, connection_idle_timeout: 9, tick_interval: 5}\n"
+                       "gpu: {inventory: none}\ncontainers: {name_prefix: other}\n")
+    kept = keep_running(old, new)
+    for key in RESTART_KEYS:
+        assert _get(kept, key.split(".")) == _get(old, key.split("."))
+    assert kept.daemon.tick_interval == 5  # live settings come from the file
+
+
+def test_limits_set_without_a_config_file_creates_one(tmp_path):
+    ctx = SimpleNamespace(config=Config(), events=Events(), store=None)
+    p = tmp_path / "etc/ds01/config.yaml"
+    ca = ConfigAdmin(ctx, p)
+    ca.limits_change(SimpleNamespace(name="root", uid=0), "root", None, False, {"max_gpus": 2}, [])
+    assert parse_config(p.read_text()).users["root"].max_gpus == 2 and ctx.config.users["root"].max_gpus == 2
+    assert (p.stat().st_mode & 0o777) == 0o644

@@ -70,7 +70,7 @@ def test_full_dockerfile_layers_in_order():
     ).render()
     ins = instructions(text)
     kinds = [i.split()[0] for i in ins]
-    assert kinds == ["FROM", "LABEL", "ARG", "ARG", "ARG", "ARG", "RUN", "RUN", "COPY", "RUN", "ENV", "WORKDIR"]
+    assert kinds == ["FROM", "LABEL", "ARG", "ARG", "ARG", "ARG", "ARG", "RUN", "RUN", "COPY", "RUN", "ENV", "WORKDIR"]
     apt_run, pip_run, _, req_run = [i for i in ins if i.startswith(("RUN", "COPY"))]
     assert "apt-get" in apt_run and "install -y --no-install-recommends libglib2.0-0 git" in apt_run
     assert "rm -rf /var/lib/apt/lists/*" in apt_run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -60,10 +61,24 @@ class FakeEngine:
         return [self.inspect(cid) for cid in self.c]
 
     def follow_logs(self, cid):
-        return iter(())
+        # like the engine's: the output until the container stops
+        while self.c.get(cid, {}).get("status") == "running":
+            time.sleep(0.005)
+        yield b"out\n"
 
     def prune_networks(self, selector):
         return 0
+
+
+def wait_end(env, jid: int, timeout: float = 3.0):
+    """The follower thread finishes a job once its container stopped."""
+    end = time.time() + timeout
+    while time.time() < end:
+        j = env.ctx.store.get_job(jid)
+        if j.state not in ("starting", "running"):
+            return j
+        time.sleep(0.01)
+    pytest.fail(f"job {jid} did not end")
 
 
 @pytest.fixture
@@ -137,8 +152,9 @@ def test_one_fair_queue_for_jobs_and_interactive_requests(env):
     spec = env.engine.c[j.docker_id]["spec"]
     assert spec.env["NVIDIA_VISIBLE_DEVICES"] == gpu and spec.command == ("true",)
     env.engine.c[j.docker_id].update(status="exited", exit=0)
-    assert env.jobs.finish(jid)
-    j = store.get_job(jid)
+    j = wait_end(env, jid)
+    assert not env.jobs.finish(jid)  # once only
+    assert open(env.jobs.log_path(jid)).read() == "out\n"
     assert j.state == "succeeded" and j.exit_code == 0 and store.holding(env.who.uid) == 0.0
     assert j.docker_id not in env.engine.c  # container removed, record kept
     assert any(f"job {jid}" in t and "succeeded" in t for t in env.told)
@@ -157,15 +173,8 @@ def test_time_limit_then_timeout(env):
     jid = env.jobs.submit(env.who, "p", ["sleep", "99"], time="10s")["id"]
     env.jobs.tick()
     env.now[0] += 11
-    env.jobs.tick()
-    import time
-
-    for _ in range(50):  # the stop runs in a thread
-        if env.ctx.store.get_job(jid).docker_id and env.engine.inspect(env.ctx.store.get_job(jid).docker_id).status == "exited":
-            break
-        time.sleep(0.02)
-    assert env.jobs.finish(jid)
-    j = env.ctx.store.get_job(jid)
+    env.jobs.tick()  # the stop runs in a thread; the follower then finishes the job
+    j = wait_end(env, jid)
     assert j.state == "timeout" and "time limit" in j.reason
 
 
@@ -176,8 +185,7 @@ def test_engine_restart_is_lost_or_requeued(env, requeue, state):
     j = env.ctx.store.get_job(jid)
     env.marker[0] = "boot-2"  # the engine restarted: it stopped the container
     env.engine.c[j.docker_id].update(status="exited", exit=143)
-    assert env.jobs.finish(jid)
-    j = env.ctx.store.get_job(jid)
+    j = wait_end(env, jid)
     assert j.state == state and "engine restarted" in j.reason and env.ctx.store.holding(env.who.uid) == 0.0
 
 

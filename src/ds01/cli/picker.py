@@ -104,7 +104,7 @@ def pick(data: dict) -> tuple[str | None, dict | None]:
             choices.append(questionary.Choice(f"{name}  ({n} run here)" if n else f"{name}  (none run here)", value=f,
                                               disabled=None if n or f == "python" else "none run here"))
         host = f"driver {drv}" if drv else "no NVIDIA driver: CUDA images run on the CPU"
-        fw = ask(questionary.select(f"Framework ({host}):", choices=choices))
+        fw = ask(questionary.select("Framework:", choices=choices, instruction=f"({host})"))
         if not fw:
             return None, None
         row = _pick_version(entries, fw)

@@ -1,4 +1,5 @@
-"""An offline base image: Debian ``debootstrap --variant=minbase`` + python3/venv/pip, imported
+"""An offline base image: Debian ``debootstrap --variant=minbase`` + python3/venv/pip and the
+tools of a shell (git, curl, ssh, less, vim-tiny, ps), imported
 with ``docker import`` (no registry involved). Runs in the daemon, as root.
 
 Steps (``bootstrap`` yields one progress line per step and per debootstrap line):
@@ -34,6 +35,9 @@ from ds01.errors import BuildFailed, InvalidInput
 
 # openssh-server/-sftp-server: container-ssh runs the image's own sshd, unprivileged, in inetd mode
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "openssh-server", "openssh-sftp-server")
+# What people expect in a shell (the default images.tools; all in Debian main, so debootstrap gets
+# them from the same mirror): builds on this base then need no network for them.
+TOOLS = ("git", "curl", "openssh-client", "less", "vim-tiny", "procps")
 VENV = "/opt/venv"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
@@ -128,7 +132,7 @@ def build_rootfs(suite: str, workdir: Path, cache_dir: Path | None, mirror: str 
     rootfs = workdir / "rootfs"
     host_main, host_security = mirrors_from_sources(host_sources())
     mirror = mirror or host_main or DEFAULT_MIRROR
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES + TOOLS)}"]
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         cmd.append(f"--cache-dir={cache_dir}")

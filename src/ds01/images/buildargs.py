@@ -66,6 +66,7 @@ class BuildArgs:
     def __init__(self) -> None:
         self._known_cas: set[str] | None = None
         self._ca_cache: tuple[tuple, str] | None = None
+        self._wheelhouse = None  # images.wheelhouse.Wheelhouse, started by the first build needing it
 
     def __call__(self, b) -> dict[str, str]:
         """``b``: the ``build`` section of the config (``models.config.BuildConfig``)."""
@@ -81,7 +82,23 @@ class BuildArgs:
         if b.http_proxy:
             for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 args[k] = b.http_proxy
+        if getattr(b, "wheelhouse", None):
+            url = self._wheelhouse_url(b)
+            if url:
+                args["PIP_FIND_LINKS"] = url
+                host = url.split("//", 1)[1].split(":", 1)[0]
+                args["PIP_TRUSTED_HOST"] = host  # plain HTTP on the host's own bridge address
+                for k in ("NO_PROXY", "no_proxy"):  # the proxy must not be asked for it
+                    if b.http_proxy:
+                        args[k] = host
         return args
+
+    def _wheelhouse_url(self, b) -> str | None:
+        from ds01.images.wheelhouse import Wheelhouse
+
+        if self._wheelhouse is None:
+            self._wheelhouse = Wheelhouse()
+        return self._wheelhouse.url(b.wheelhouse, b.wheelhouse_address, b.wheelhouse_port)
 
     def _ca_pem(self, path: str) -> str:
         """``ca_for_build`` of the configured bundle, recomputed only when the file changes."""

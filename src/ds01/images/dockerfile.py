@@ -456,12 +456,14 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
         "",
         "# Build-time settings the daemon fills in from the admin's config (empty by default).",
         "# DS01_CA_PEM: extra CA bundle, used and deleted within each RUN, never stored in a layer.",
-        "# PIP_*: package index; declared as ARG so they do not stay in the image's environment.",
+        "# PIP_*: package index and the admin's wheelhouse (PIP_FIND_LINKS); declared as ARG so they",
+        "# do not stay in the image's environment.",
         "# Proxy variables are Docker's predefined build args and are left undeclared on purpose.",
         "ARG DS01_CA_PEM",
         "ARG PIP_INDEX_URL",
         "ARG PIP_EXTRA_INDEX_URL",
         "ARG PIP_TRUSTED_HOST",
+        "ARG PIP_FIND_LINKS",
     ]
     if spec.tools:
         out += ["", *render_tools(spec.tools)]

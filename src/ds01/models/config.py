@@ -161,7 +161,11 @@ class BuildConfig(Strict):
     stamp_racy_window: Duration = Field(2, ge=0, le=3600)
     # A directory of wheels (and sdists) on the host: every build gets it read-only as a pip
     # find-links source (PIP_FIND_LINKS), so labs without internet can still install packages.
+    # It is served over HTTP on wheelhouse_address ("" = the docker0 bridge's address, where
+    # build steps reach the host) and wheelhouse_port; only the files directly in it, GET only.
     wheelhouse: str | None = Field(None, pattern=r"^/[A-Za-z0-9_./-]*$")
+    wheelhouse_address: str = Field("", pattern=r"^([0-9]{1,3}(\.[0-9]{1,3}){3})?$")
+    wheelhouse_port: int = Field(9103, ge=1, le=65535)
 
 
 class DataMount(Strict):
@@ -417,6 +421,38 @@ def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _keys_at(loc: tuple) -> list[str]:
+    """The valid keys of the mapping at ``loc`` (a path into Config), [] when it has no fixed keys."""
+    import typing
+
+    def unwrap(t):
+        for a in (typing.get_args(t) if typing.get_origin(t) in (typing.Union, typing.Annotated)
+                  or type(t).__name__ == "UnionType" else ()):
+            if (isinstance(a, type) and issubclass(a, BaseModel)) or typing.get_origin(a) in (dict, list):
+                return a
+        return t
+
+    t: object = Config
+    for part in loc:
+        t = unwrap(t)
+        if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str) and part in t.model_fields:
+            t = t.model_fields[part].annotation
+        elif typing.get_origin(t) in (dict, list):
+            t = typing.get_args(t)[-1]
+        else:
+            return []
+    t = unwrap(t)
+    return list(t.model_fields) if isinstance(t, type) and issubclass(t, BaseModel) else []
+
+
+def _unknown_key(loc: tuple) -> str:
+    """"unknown key", with the nearest valid key at the same place when one is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6) if loc else []
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key (misspelt?)"
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate YAML text; raise ConfigError naming each bad key and its line."""
     import yaml
@@ -439,7 +475,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
             where = f"{source}:{line}" if line else source
-            msg = "unknown key (misspelt?)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = _unknown_key(loc) if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{where}: {key}: {msg}")
         raise ConfigError(
             "invalid configuration:\n  " + "\n  ".join(problems),

@@ -36,6 +36,11 @@ RESTART_KEYS: dict[str, str] = {
     "daemon.max_body": "the HTTP server's body limit is fixed when it starts",
     "containers.name_prefix": "existing containers' names derive from it",
     "gpu": "the GPU inventory source is opened at start",
+    # the API socket's connection bounds (daemon/connections.py) are set when it opens
+    "daemon.max_connections": "the API socket's connection bounds are set when it opens",
+    "daemon.max_connections_per_user": "the API socket's connection bounds are set when it opens",
+    "daemon.admin_connection_reserve": "the API socket's connection bounds are set when it opens",
+    "daemon.connection_idle_timeout": "the API socket's connection bounds are set when it opens",
 }
 
 Hook = Callable[[Config, Config], None]
@@ -69,11 +74,23 @@ def _restart_key(key: str) -> str | None:
 
 def keep_running(old: Config, new: Config) -> Config:
     """``new`` with every restart-only setting at its running (``old``) value."""
-    return new.model_copy(update={
-        "daemon": new.daemon.model_copy(update={"instance": old.daemon.instance, "max_body": old.daemon.max_body}),
-        "containers": new.containers.model_copy(update={"name_prefix": old.containers.name_prefix}),
-        "gpu": old.gpu,
-    })
+    out = new
+    for key in RESTART_KEYS:
+        out = _with(out, key.split("."), _get(old, key.split(".")))
+    return out
+
+
+def _get(model: Any, parts: list[str]) -> Any:
+    for p in parts:
+        model = getattr(model, p)
+    return model
+
+
+def _with(model: Any, parts: list[str], value: Any) -> Any:
+    """A copy of the (frozen) model with the dotted field replaced."""
+    if len(parts) == 1:
+        return model.model_copy(update={parts[0]: value})
+    return model.model_copy(update={parts[0]: _with(getattr(model, parts[0]), parts[1:], value)})
 
 
 class ConfigAdmin:

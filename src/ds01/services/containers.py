@@ -25,7 +25,7 @@ from ds01.services.context import Context
 from ds01.services.environment import ca_text
 from ds01.services.identity import Caller
 from ds01.services.oplocks import ProjectLocks
-from ds01.services.workspace import ensure_workspace, existing_workspace, pin_workspace, unpin_workspace
+from ds01.services.workspace import ensure_workspace, existing_workspace, no_workspace_if_refused, pin_workspace, unpin_workspace
 from ds01.state.db import ContainerRecord
 
 log = logging.getLogger("ds01d")
@@ -141,7 +141,7 @@ class ContainerService:
             return ref  # the verb itself raises the precise error
 
     def create(self, actor: Caller, who: Caller, project: str, *args: Any, **kw: Any) -> dict[str, Any]:
-        with self._ops.hold(who.uid, str(project)):
+        with self._ops.hold(who.uid, str(project)), no_workspace_if_refused(who, project, self.cfg):
             return self._create(actor, who, project, *args, **kw)
 
     def deploy(self, actor: Caller, who: Caller, project: str, *args: Any, **kw: Any) -> dict[str, Any]:
@@ -549,7 +549,7 @@ class ContainerService:
             if info is not None:
                 known.add(info.id)
         for cid, info in infos.items():
-            if cid in known:
+            if cid in known or labels.JOB in info.labels:  # a batch job's: JobService.recover's
                 continue
             lb = info.labels
             try:

@@ -56,22 +56,53 @@ def start_failure(data: bytes) -> tuple[bytes, int] | None:
     return f"{cmd}: cannot run it: {why}\n".encode(), 126
 
 
+def _in_container(pid: int | str, container_id: str, proc: str) -> bool:
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            return container_id in f.read()
+    except OSError:
+        return False
+
+
+def group_members(pgid: int, container_id: str, proc: str = "/proc") -> list[int]:
+    """The processes of group ``pgid`` inside the container (its leader may have exited)."""
+    out = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            state, pgrp = fields[0], int(fields[2])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pgrp == pgid and state != b"Z" and _in_container(name, container_id, proc):
+            out.append(int(name))
+    return out
+
+
 def signal_group(pid: int, container_id: str, sig: int, proc: str = "/proc") -> bool:
     """Send ``sig`` to the process group ``pid`` leads, if ``pid`` is still a process of the
-    container ``container_id`` (its cgroup path names the container). False when it is gone."""
+    container ``container_id`` (its cgroup path names the container: pids are reused); once the
+    leader has exited, to the group's members still in the container. False when none is left."""
     if pid <= 1 or not container_id:
         return False
     try:
-        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            if container_id not in f.read():
-                return False  # the pid was reused by a process of someone else
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:  # not a group leader (another engine): the process alone
-            os.kill(pid, sig)
-        return True
+        if _in_container(pid, container_id, proc):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:  # not a group leader (another engine): the process alone
+                os.kill(pid, sig)
+            return True
     except (OSError, ValueError):  # exited meanwhile
-        return False
+        pass
+    members = group_members(pid, container_id, proc)
+    for m in members:
+        try:
+            os.kill(m, sig)
+        except OSError:
+            pass
+    return bool(members)
 
 
 class ExecSession:
@@ -95,7 +126,7 @@ class ExecSession:
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """``(stream, data)``: 1 stdout, 2 stderr; ends when the process's output does. A start
         failure comes out as a shell would say it, on stderr."""
-        frames = self.runtime.exec_frames(self.handle)
+        frames = iter(self.runtime.exec_frames(self.handle))
         for stream, data in frames:
             failed = start_failure(data) if data.startswith(b"OCI runtime exec failed") else None
             if failed is not None and self.runtime.exec_pid(self.handle.id) is None:
@@ -119,19 +150,19 @@ class ExecSession:
         pid = self.pid()
         return sig is not None and pid is not None and signal_group(pid, self.container_id, sig)
 
-    def running(self) -> bool:
-        return self.runtime.exec_pid(self.handle.id) is not None
-
     def kill(self, grace: float = 2.0) -> None:
         """The client went away: hang up on the process group (as a closed terminal would), then
-        SIGKILL what is left after ``grace`` seconds. Blocking."""
+        SIGKILL what is left of the group after ``grace`` seconds. Blocking."""
         if not self.signal("HUP"):
             return
+        pid = self._pid or 0
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not self.running():
+            try:
+                os.killpg(pid, 0)  # does the group still exist?
+            except OSError:
                 return
-            time.sleep(0.05)
+            time.sleep(0.1)
         self.signal("KILL")
 
     def readable(self) -> bool:

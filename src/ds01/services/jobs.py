@@ -38,20 +38,23 @@ def job_view(j: JobRecord) -> dict[str, Any]:
 
 
 def git_state(who: Caller, path: str) -> tuple[str | None, bool | None]:
-    """(HEAD commit, dirty) of the workspace, read *as the user* (never root in user files);
+    """(HEAD commit, dirty: tracked files changed) of the workspace, read *as the user* (never
+    root in user files);
     (None, None) when it is not a git repository or git does not answer in time."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", path, *args], user=who.uid, group=who.gid, extra_groups=_gids(who),
-                              capture_output=True, text=True, timeout=10, cwd="/", env=env)
+        # (no fsmonitor: nothing from the repository's config is run)
+        return subprocess.run(["git", "-c", "core.fsmonitor=false", "-C", path, *args], user=who.uid, group=who.gid, extra_groups=_gids(who),
+                              capture_output=True, text=True, timeout=5, cwd="/", env=env)
 
     try:
         head = git("rev-parse", "--verify", "-q", "HEAD")
         if head.returncode != 0:
             return None, None
-        status = git("status", "--porcelain")
+        # tracked changes only: untracked data and outputs are normal in a workspace
+        status = git("status", "--porcelain", "--untracked-files=no")
         return head.stdout.strip() or None, (bool(status.stdout.strip()) if status.returncode == 0 else None)
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -171,7 +174,7 @@ class JobService(JobRunner):
         offset), or its last ``tail`` lines; ``ended`` once nothing more will come."""
         job = self._own(who, job_id)
         path = self.log_path(job.id)
-        ended = job.state in P.ENDED or job.state == P.QUEUED
+        ended = job.state in P.ENDED  # (-f on a queued job waits for it to run and end)
         with self._lock:
             ended = ended and job.id not in self._followers
         try:

@@ -8,6 +8,7 @@ base) through a symlink is refused.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import subprocess
@@ -113,6 +114,35 @@ def open_nofollow(root: str, real: str) -> int:
             "workspaces must be real directories inside your home, not symlinks",
         ) from None
     return fd
+
+
+@contextlib.contextmanager
+def no_workspace_if_refused(caller: Caller, project: str, cfg):
+    """Around a create: when it is refused (any DS01Error) and the workspace did not exist
+    before, the empty folder it made is removed again (``rmdir`` as the user: only while empty)."""
+    from ds01.errors import InvalidInput
+    from ds01.names import validate_project
+
+    try:
+        base, _ = base_for(cfg.containers.workspace_base, caller)
+        fresh = not os.path.lexists(os.path.join(base, validate_project(project)))
+    except (InvalidInput, KeyError, OSError, TypeError):
+        fresh = False
+    try:
+        yield
+    except DS01Error:
+        if fresh:
+            _rmdir_as(caller, os.path.join(base, project))
+        raise
+
+
+def _rmdir_as(caller: Caller, path: str) -> None:
+    try:
+        subprocess.run(["/bin/rmdir", "--", path], user=caller.uid, group=caller.gid,
+                       extra_groups=_gids(caller), capture_output=True, timeout=30, cwd="/",
+                       env={"PATH": "/usr/bin:/bin"})
+    except (subprocess.SubprocessError, OSError):
+        pass
 
 
 def existing_workspace(caller: Caller, project: str, template: str) -> str | None:

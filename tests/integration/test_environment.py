@@ -180,6 +180,30 @@ def test_a_signal_to_container_run_ends_the_remote_command(daemon, docker_client
             client.kill()
 
 
+def test_sigterm_to_a_terminal_session_hangs_it_up(daemon, docker_client, projects):
+    """An interactive shell ignores SIGTERM: the client hangs it up instead, restores the terminal
+    and ends with the shell (129), leaving nothing behind."""
+    p = unique_project("ttyterm")
+    projects.append(("alice", p))
+    ok(daemon.run("alice", "container-create", p))
+    pw = pwd.getpwnam(USERS["alice"])
+    env = [f"DS01_ROOT={daemon.root}", "TERM=xterm", f"PATH={BIN}:/usr/bin:/bin", f"HOME={pw.pw_dir}"]
+    # setpriv execs (no process in between): the signal reaches the client itself
+    child = pexpect.spawn("setpriv", [f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "env", "-i",
+                                      *env, str(BIN / "container-run"), p], encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"\$ ")
+        child.sendline("sleep 300")
+        c = container(daemon, docker_client, p)
+        assert wait_for(lambda: "sleep 300" in remote_commands(c))
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 129, (child.exitstatus, child.signalstatus)
+    assert wait_for(lambda: "sleep 300" not in remote_commands(c), 5), remote_commands(c)
+
+
 def test_a_client_that_disappears_takes_the_remote_command_with_it(daemon, docker_client, projects):
     p = unique_project("gone")
     projects.append(("alice", p))

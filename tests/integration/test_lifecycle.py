@@ -197,6 +197,9 @@ def test_stopped_and_never_started_containers_are_removed(lc, docker_client, pro
     while time.time() < end and (container(docker_client, d, created) or container(docker_client, d, stopped)):
         time.sleep(0.2)
     assert container(docker_client, d, created) is None and container(docker_client, d, stopped) is None
+    end = time.time() + 5  # the event is recorded once the remove returned (network clean-up included)
+    while time.time() < end and not (events(d, "lifecycle.remove", created) and events(d, "lifecycle.remove", stopped)):
+        time.sleep(0.1)
     assert [e["reason"] for e in events(d, "lifecycle.remove", created)] == ["never_started"]
     assert [e["reason"] for e in events(d, "lifecycle.remove", stopped)] == ["stopped"]
     inv = json.loads(ok(d.run("alice", "ds01", "gpus", "--json")).stdout)

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -350,3 +351,41 @@ def test_vscode_setup_prints_the_block_and_checks_the_keys(daemon, project, keys
     assert "Host *.ds01" in r.stdout and "container-ssh %n" in r.stdout
     if not (Path(home("carol")) / ".ssh" / "authorized_keys").exists():
         assert r.returncode == 1 and "authorized_keys" in r.stderr
+
+
+# --------------------------------------------------------------------------- JupyterLab
+
+
+def test_jupyter_listens_inside_only_and_answers_through_the_forward(daemon, docker_client, project, keys):
+    """``project-launch --jupyter`` publishes nothing on the host; ``ssh -L … P.ds01`` reaches it.
+    Needs PyPI (or the admin's pip index) for jupyterlab, like test_workflows' jupyter test."""
+    ws = Path(home("alice")) / "workspace" / project
+    write_as("alice", ws / "requirements.txt", "jupyterlab\n")
+    r = ok(daemon.run("alice", "project-launch", project, "--background", "--jupyter", "--yes", timeout=900))
+    assert f"ssh -N -L 8888:127.0.0.1:8888 {project}.ds01" in r.stdout, r.stdout
+    token = re.search(r"open:\s+http://127\.0\.0\.1:8888/lab\?token=(\S+)", r.stdout).group(1)
+    c = container_of(daemon, docker_client, project)
+    c.reload()
+    assert not c.ports and not c.attrs["HostConfig"].get("PortBindings")
+    lport = free_port()
+    fwd = subprocess.Popen(keys.argv("ssh", "-N", "-L", f"127.0.0.1:{lport}:127.0.0.1:8888", f"{project}.ds01"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{lport}/api/status?token={token}", timeout=5) as resp:
+                    status = resp.status
+                break
+            except urllib.error.HTTPError as e:
+                status = e.code
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{lport}/api/contents", timeout=10)
+        assert e.value.code == 403
+    finally:
+        fwd.terminate()
+        fwd.wait(10)

@@ -365,8 +365,10 @@ def test_project_launch_on_a_terminal_opens_a_shell(daemon, clean):
     assert child.exitstatus == 0, child.before
 
 
-def test_jupyter_token_port_and_ssh_line(daemon, base_image, clean):  # noqa: F811
-    """Needs PyPI (or the admin's pip index) for jupyterlab, like test_images needs it for six."""
+def test_jupyter_publish_local_token_port_and_ssh_line(daemon, base_image, clean):  # noqa: F811
+    """``--publish-local``, the opt-in old way: the port published on the host's 127.0.0.1 (the
+    default, inside the container only behind ``ssh -L … P.ds01``, is in test_ssh). Needs PyPI
+    (or the admin's pip index) for jupyterlab, like test_images needs it for six."""
     import re
     import urllib.error
     import urllib.request
@@ -375,7 +377,7 @@ def test_jupyter_token_port_and_ssh_line(daemon, base_image, clean):  # noqa: F8
     clean.append(("alice", p))
     ok(daemon.run("alice", "project-init", p, "--yes", "--no-git", "--type", "blank"))
     write_as("alice", ws("alice", p) / "requirements.txt", "jupyterlab\n")
-    r = ok(daemon.run("alice", "project-launch", p, "--background", "--jupyter", timeout=900))
+    r = ok(daemon.run("alice", "project-launch", p, "--background", "--jupyter", "--publish-local", timeout=900))
     url = re.search(r"open:\s+(http://127\.0\.0\.1:(\d+)/lab\?token=(\S+))", r.stdout)
     assert url, r.stdout
     port = url.group(2)
@@ -390,7 +392,7 @@ def test_jupyter_token_port_and_ssh_line(daemon, base_image, clean):  # noqa: F8
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert url.group(3) not in ps
     # again: the running container is reused, JupyterLab restarted with a new token on the same port
-    r = ok(daemon.run("alice", "project-launch", p, "--background", "--jupyter"))
+    r = ok(daemon.run("alice", "project-launch", p, "--background", "--jupyter", "--publish-local"))
     again = re.search(r"open:\s+http://127\.0\.0\.1:(\d+)/lab\?token=(\S+)", r.stdout)
     assert again and again.group(1) == port and again.group(2) != url.group(3) and "reusing" in r.stdout
 

@@ -58,7 +58,7 @@ class FakeEngine:
         return ContainerInfo(id=cid, name=c["spec"].name, status=c["status"], image="", exit_code=c["exit"])
 
     def list(self, labels):
-        return [self.inspect(cid) for cid in self.c]
+        return [i for i in (self.inspect(cid) for cid in list(self.c)) if i is not None]
 
     def follow_logs(self, cid):
         # like the engine's: the output until the container stops
@@ -157,6 +157,9 @@ def test_one_fair_queue_for_jobs_and_interactive_requests(env):
     assert open(env.jobs.log_path(jid)).read() == "out\n"
     assert j.state == "succeeded" and j.exit_code == 0 and store.holding(env.who.uid) == 0.0
     assert j.docker_id not in env.engine.c  # container removed, record kept
+    end = time.time() + 3  # told right after the record changed, from the follower thread
+    while time.time() < end and not any(f"job {jid}" in t and "succeeded" in t for t in env.told):
+        time.sleep(0.01)
     assert any(f"job {jid}" in t and "succeeded" in t for t in env.told)
 
 

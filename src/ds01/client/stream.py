@@ -102,7 +102,8 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
     the container; returns its exit code.
 
     SIGINT, SIGTERM and SIGHUP sent to this client go to the remote process's group (so Ctrl-C on
-    ``container-run P -- CMD | cat`` ends CMD, exit 130); the second one sends SIGKILL."""
+    ``container-run P -- CMD | cat`` ends CMD, exit 130; SIGTERM to a terminal session hangs it
+    up); the second one sends SIGKILL."""
     from websockets.exceptions import ConnectionClosed
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
@@ -134,7 +135,10 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
                             s = _term_size()
                             ws.send(json.dumps({"type": "resize", "rows": s.lines, "cols": s.columns}))
                         elif b in FORWARDED:
-                            sent.append("KILL" if sent else FORWARDED[b])  # a second one insists
+                            # an interactive shell ignores SIGTERM; it ends on a hang-up, as when
+                            # its terminal window is closed
+                            name = "HUP" if tty and b == signal.SIGTERM else FORWARDED[b]
+                            sent.append("KILL" if sent else name)  # a second one insists
                             ws.send(json.dumps({"type": "signal", "signal": sent[-1]}))
                 if fds[0] in r:
                     data = os.read(fds[0], 65536)

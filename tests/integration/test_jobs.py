@@ -66,6 +66,20 @@ def wait_state(d, user: str, jid: int, states=TERMINAL, timeout: float = 30) -> 
     pytest.fail(f"job {jid} did not reach {states}: {j}\n{d.log_tail()}")
 
 
+def alerts(p: str, want: tuple[str, ...], user: str = "alice", timeout: float = 5) -> str:
+    """The project's .ds01-alerts once it has every text in ``want`` (written just after the
+    record changed), or what it has at the deadline."""
+    path = os.path.join(home(user), "workspace", p, ".ds01-alerts")
+    end = time.time() + timeout
+    text = ""
+    while time.time() < end:
+        text = open(path).read() if os.path.exists(path) else ""
+        if all(w in text for w in want):
+            break
+        time.sleep(0.1)
+    return text
+
+
 def logs(d, user: str, jid: int, *args: str) -> str:
     return ok(d.run(user, "job-logs", str(jid), *args)).stdout
 
@@ -92,8 +106,8 @@ def test_succeeds_fails_and_keeps_record_and_log(jd, docker_client, projects):
     listed = json.loads(ok(jd.run("alice", "job-list", "--all", "--json")).stdout)
     assert {good, bad} <= {r["id"] for r in listed}
     assert json.loads(ok(jd.run("alice", "job-list", "--state", "failed", "--json")).stdout)[0]["id"] == bad
-    alerts = open(os.path.join(home("alice"), "workspace", p, ".ds01-alerts")).read()
-    assert f"job {good} (hello) succeeded" in alerts and f"job {bad} ({p}) failed: exit code 3" in alerts
+    want = (f"job {good} (hello) succeeded", f"job {bad} ({p}) failed: exit code 3")
+    assert all(w in alerts(p, want) for w in want)
     # rerun: same image id and command, a new record
     [again] = [json.loads(ok(jd.run("alice", "job-rerun", str(bad), "--json")).stdout)["id"]]
     j2 = wait_state(jd, "alice", again)
@@ -224,7 +238,7 @@ def test_gpu_job_waits_behind_an_interactive_holder(jd, projects):
     j = wait_state(jd, "alice", jid)
     assert j["state"] == "succeeded" and len(j["gpus"]) == 1
     assert f"gpu={j['gpus'][0]}" in logs(jd, "alice", jid)
-    assert "started after waiting" in open(os.path.join(home("alice"), "workspace", p, ".ds01-alerts")).read()
+    assert "started after waiting" in alerts(p, ("started after waiting",))
 
 
 def test_mail_when_a_job_ends(docker_client, projects):

@@ -49,7 +49,7 @@ class Flood:
                                         target, str(count // procs)], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True) for _ in range(procs)]
 
-    def wait_open(self, timeout: float = 120) -> int:
+    def wait_open(self, timeout: float = 300) -> int:
         """How many connections the flooders got (connected, whether the daemon kept them or not)."""
         held = 0
         deadline = time.time() + timeout
@@ -79,7 +79,7 @@ def d(docker_client):
     d.web_port, d.metrics_port = free_port(), free_port()
     d.config["observability"] = {"metrics": {"listen": f"127.0.0.1:{d.metrics_port}"},
                                  "web": {"listen": f"127.0.0.1:{d.web_port}"}}
-    d.config["daemon"]["connection_idle_timeout"] = 3
+    d.config["daemon"]["connection_idle_timeout"] = 5
     d.start()
     yield d
     d.destroy(docker_client)
@@ -111,7 +111,7 @@ def test_a_flood_grows_the_daemon_log_by_less_than_a_megabyte(d):
     flood = Flood("bob", str(d.socket), FLOODERS * PER_FLOODER, procs=FLOODERS)
     try:
         flood.wait_open()
-        time.sleep(4)  # the idle ones are closed, the refusals reported
+        time.sleep(12)  # the idle ones are closed, the refusals reported (once per 10 s window)
     finally:
         flood.stop()
     grown = d.log_path.read_bytes()[before:]
@@ -137,7 +137,7 @@ def test_a_connection_that_sends_no_request_is_closed(d):
     s.connect(str(d.socket))
     t0 = time.monotonic()
     assert s.recv(1024) == b""  # the daemon hung up on it
-    assert time.monotonic() - t0 < 6  # connection_idle_timeout is 3 s here
+    assert 4 < time.monotonic() - t0 < 8  # connection_idle_timeout is 5 s here
     s.close()
 
 
@@ -175,7 +175,8 @@ def test_admins_keep_a_reserve_when_users_fill_the_daemon(d):
 
 def test_floods_of_the_status_page_and_metrics_leave_the_daemon_serving(d):
     before = log_size(d)
-    floods = [Flood("bob", f"127.0.0.1:{port}", 3000) for port in (d.web_port, d.metrics_port)]
+    # (1,000 each: TCP connects are slower; both listeners serve 64 and 16 at once)
+    floods = [Flood("bob", f"127.0.0.1:{port}", 1000) for port in (d.web_port, d.metrics_port)]
     try:
         for f in floods:
             f.wait_open()

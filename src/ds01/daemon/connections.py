@@ -59,8 +59,8 @@ class ConnectionGuard:
     def __init__(self, name: str, total: int, per_user: int = 0, reserve: int = 0, idle: float = 5.0,
                  is_admin: Callable[[int], bool] | None = None,
                  on_refused: Callable[[int, dict[int | None, int], str], None] | None = None,
-                 report_every: float = 10.0):
-        self.name, self.total, self.per_user = name, total, per_user
+                 report_every: float = 10.0, label: str = "ds01d"):
+        self.name, self.total, self.per_user, self.label = name, total, per_user, label
         self.reserve = min(reserve, max(0, total - 1))
         self.idle, self.report_every = idle, report_every
         self._is_admin, self._on_refused = is_admin, on_refused
@@ -96,11 +96,11 @@ class ConnectionGuard:
     def admit(self, uid: int | None) -> str | None:
         """None to serve a new connection of ``uid``, else why it is refused."""
         if self.open >= self.total:
-            return f"ds01d is serving its maximum of {self.total} connections"
+            return f"{self.label} is serving its maximum of {self.total} connections"
         if self.per_user and self.by_uid[uid] >= self.per_user and not self.admin(uid):
-            return f"you already have {self.by_uid[uid]} connections open to ds01d (the limit per user)"
+            return f"you already have {self.by_uid[uid]} connections open to {self.label} (the limit per user)"
         if self.open >= self.total - self.reserve and not self.admin(uid):
-            return f"ds01d is serving {self.open} connections; the rest are reserved for admins"
+            return f"{self.label} is serving {self.open} connections; the rest are reserved for admins"
         return None
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -297,7 +297,7 @@ def serve_wsgi(host: str, port: int, app: Any, max_connections: int, timeout: fl
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-    throttle = _Throttle()
+    refusals, failures = _Throttle(), _Throttle()
     busy = busy_response("too many connections to the metrics listener", "scrape less often")
 
     class Handler(WSGIRequestHandler):
@@ -308,6 +308,7 @@ def serve_wsgi(host: str, port: int, app: Any, max_connections: int, timeout: fl
         daemon_threads = True
         block_on_close = False
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        request_queue_size = 128  # (socketserver's 5 drops a burst of connects: SYN retries of seconds)
         active = 0
         lock = threading.Lock()
 
@@ -317,7 +318,7 @@ def serve_wsgi(host: str, port: int, app: Any, max_connections: int, timeout: fl
                 if ok:
                     self.active += 1
             if not ok:
-                throttle.warn("metrics listener: refused a connection from %s: %d open", client_address[0],
+                refusals.warn("metrics listener: refused a connection from %s: %d open", client_address[0],
                               max_connections)
                 try:
                     request.sendall(busy)
@@ -343,7 +344,7 @@ def serve_wsgi(host: str, port: int, app: Any, max_connections: int, timeout: fl
         def handle_error(self, request: Any, client_address: Any) -> None:
             import sys
 
-            throttle.warn("metrics listener: a connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+            failures.warn("metrics listener: a connection from %s failed: %s", client_address[0], sys.exc_info()[1])
 
     httpd = Server((host, port), Handler)
     httpd.set_app(app)

@@ -178,7 +178,8 @@ class StatusPage:
         self.runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
         self.hosts: set[str] = set()
-        self.guard = ConnectionGuard("status page", web_cfg.max_connections, idle=idle, on_refused=on_refused)
+        self.guard = ConnectionGuard("status page", web_cfg.max_connections, idle=idle, on_refused=on_refused,
+                                     label="the status page")
 
     @property
     def hide_names(self) -> bool:

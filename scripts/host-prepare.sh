@@ -63,7 +63,7 @@ log "installing DS01 into $VENV"
 chmod -R a+rX "$VENV"
 for cmd in "$VENV"/bin/ds01 "$VENV"/bin/ds01d "$VENV"/bin/container-* "$VENV"/bin/image-* "$VENV"/bin/project-* \
            "$VENV"/bin/user-setup "$VENV"/bin/dir-create "$VENV"/bin/git-init "$VENV"/bin/readme-create \
-           "$VENV"/bin/check-limits "$VENV"/bin/gpu-queue; do
+           "$VENV"/bin/check-limits "$VENV"/bin/gpu-queue "$VENV"/bin/vscode-setup; do
   [ -e "$cmd" ] && ln -sf "$cmd" "/usr/local/bin/$(basename "$cmd")"
 done
 getent group ds01-admin >/dev/null || groupadd ds01-admin

@@ -276,3 +276,9 @@ def test_a_missing_command_says_command_not_found(daemon, projects):
     r = daemon.run("alice", "container-run", p, "--", "no-such-tool", "--flag")
     assert r.returncode == 127, (r.returncode, r.stdout, r.stderr)
     assert "no-such-tool: command not found" in r.stderr and "OCI" not in r.stdout + r.stderr
+
+
+def test_check_limits_says_where_each_limit_comes_from(daemon):
+    r = ok(daemon.run("adm", "check-limits", "--user", USERS["alice"]))
+    header = r.stdout.splitlines()[1]
+    assert header.split()[-1].lower() == "from" and "default" in r.stdout, r.stdout

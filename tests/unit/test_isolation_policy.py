@@ -114,3 +114,24 @@ def test_build_spec_decides_the_users_network_and_refuses_gpu_handoff_volumes():
     assert _spec().network == "ds01-default-u1001"
     with pytest.raises(PolicyDenied, match="nvidia-container-devices"):
         _spec(image_volumes=["/data", "/var/run/nvidia-container-devices/all"])
+
+
+def test_a_build_cgroup_is_capped_and_never_swept_while_its_build_runs(tmp_path):
+    from ds01.runtime import build_cgroup as bc
+
+    (tmp_path / "pids").mkdir()
+    (tmp_path / "memory").mkdir()
+    cg = bc.open_build_cgroup("cgroupfs", "1", "inst", 200, root=str(tmp_path))
+    assert cg is not None and cg.parent.startswith("/ds01-build-inst-")
+    d = tmp_path / "pids" / cg.name
+    assert (d / "pids.max").read_text() == "200"
+    (d / "pids.max").unlink()  # a real cgroup directory is removable with its control files
+    (d / "pids.peak").write_text("200\n")
+    assert cg.pids_exceeded()
+    (d / "pids.peak").unlink()
+    other = tmp_path / "pids" / "ds01-build-other-1"
+    other.mkdir()
+    assert bc.sweep(str(tmp_path), "inst", "1") == 0 and d.exists() and other.exists()
+    cg.close()
+    assert not d.exists() and other.exists()
+    assert bc.open_build_cgroup("systemd", "2", "inst", 200, root=str(tmp_path)) is None

@@ -209,3 +209,65 @@ def test_others_jobs_are_missing_and_cancel(env):
     assert env.jobs.list(bob, include_ended=True) == []
     assert env.jobs.cancel(env.who, jid)["state"] == "cancelled"
     assert env.ctx.store.get_job(jid).state == "cancelled"
+
+
+def test_rerun_of_an_array_task_keeps_its_index_and_array(env):
+    ids = env.jobs.submit(env.who, "p", ["true"], array="0-1%1")["ids"]
+    again = env.jobs.rerun(env.who, ids[1])
+    j, orig = env.ctx.store.get_job(again["id"]), env.ctx.store.get_job(ids[1])
+    assert (j.array_index, j.array_id, j.array_throttle) == (1, orig.array_id, 1) and j.rerun_of == ids[1]
+    assert again["array_id"] == orig.array_id
+    for i in (*ids, again["id"]):
+        env.jobs.cancel(env.who, i)
+    # a plain job's rerun stays a plain job
+    plain = env.jobs.submit(env.who, "p", ["true"])["id"]
+    j = env.ctx.store.get_job(env.jobs.rerun(env.who, plain)["id"])
+    assert j.array_index is None and j.array_id is None
+
+
+def test_rerun_task_runs_with_its_array_task_id(env):
+    ids = env.jobs.submit(env.who, "p", ["true"], array="3-4")["ids"]
+    for i in ids:
+        env.jobs.cancel(env.who, i)
+    again = env.jobs.rerun(env.who, ids[1])["id"]
+    env.jobs.tick()
+    spec = env.engine.c[env.ctx.store.get_job(again).docker_id]["spec"]
+    assert spec.env["DS01_ARRAY_TASK_ID"] == "4" and spec.env["DS01_ARRAY_JOB_ID"] == str(ids[0])
+
+
+def test_submit_with_a_built_image_id_must_be_the_callers_project_image(env):
+    theirs = "sha256:" + "b" * 64
+    with pytest.raises(NotFound):  # the fake engine's image has no ds01 labels: not the caller's build
+        env.jobs.submit(env.who, "p", ["true"], image_id=theirs)
+    mine = "sha256:" + "c" * 64
+    labels = {"ds01.managed": "true", "ds01.uid": str(env.who.uid), "ds01.project": "p"}
+    env.engine.image_inspect = lambda ref: ImageInfo(id=ref, tags=[], labels=labels, size=1, created=0.0)
+    with pytest.raises(NotFound):  # another project's build
+        env.jobs.submit(env.who, "q", ["true"], image_id=mine)
+    with pytest.raises(NotFound):  # ids only in full
+        env.jobs.submit(env.who, "p", ["true"], image_id="sha256:cc")
+    assert not env.ctx.store.jobs()
+    out = env.jobs.submit(env.who, "p", ["true"], image_id=mine)
+    j = env.ctx.store.get_job(out["id"])
+    assert j.image_id == mine and out["image_id"] == mine
+
+
+def test_mail_default_is_on_only_where_the_host_can_mail(env):
+    out = env.jobs.submit(env.who, "p", ["true"], mail_default=True)  # no relay: no refusal, no mail
+    assert out["mail"] is False and env.ctx.store.get_job(out["id"]).mail is False
+    cfg = env.ctx.config
+    env.ctx.config = cfg.model_copy(update={"notify": cfg.notify.model_copy(update={"smtp": SimpleNamespace()})})
+    out = env.jobs.submit(env.who, "p", ["true"], mail_default=True)
+    assert out["mail"] is True and env.ctx.store.get_job(out["id"]).mail is True
+
+
+def test_board_and_counts_show_jobs_without_commands(env):
+    ids = env.jobs.submit(env.who, "p", ["secret-command", "--token=x"], env=["K=v"], array="0-2%1")["ids"]
+    env.jobs.tick()
+    board = env.jobs.board()
+    assert [j["id"] for j in board["running"]] == ids[:1] and [j["id"] for j in board["queued"]] == ids[1:]
+    assert "secret" not in repr(board) and "K" not in {k for j in board["queued"] for k in j}
+    assert env.jobs.counts(env.who.uid) == {"jobs_queued": 2, "jobs_running": 1}
+    lim = env.gpu.limits(env.who)
+    assert lim["usage"]["jobs_queued"] == 2 and lim["left"]["jobs_queued"] == 1
+    assert lim["usage"]["jobs_running"] == 1 and lim["left"]["jobs_running"] == 1 and not lim["over"]

@@ -154,6 +154,22 @@ def test_project_sync_and_missing_file(tmp_path: Path):
     (tmp_path / "wheels/x.whl").write_bytes(b"")
     assert sync_dockerfile(tmp_path) and "COPY wheels/x.whl" in (tmp_path / "Dockerfile").read_text()
     assert not sync_dockerfile(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/y.whl").write_bytes(b"")
+    (tmp_path / "requirements.txt").write_text("./data/y.whl\n")
+    with pytest.raises(InvalidInput) as ei:  # the context never has data/: said before building
+        sync_dockerfile(tmp_path)
+    assert "data/y.whl" in ei.value.message
+
+
+def test_requirements_added_to_a_generated_dockerfile_with_tools():
+    from ds01.cli.commands import images as cli
+
+    text = DockerfileSpec(base_image="ds01/base:latest", project="demo", tools=("git",)).render()
+    new = cli._reconstructed_without_req(text, "demo")
+    assert new is not None and "COPY requirements.txt /opt/ds01/requirements.txt" in new
+    assert new.index("COPY requirements.txt") < new.index("# Caches live in the workspace")
+    assert cli._reconstructed_without_req(text.replace("project 'demo'", "project 'x'"), "demo") is None
 
 
 def test_gitignore_keeps_wheels_out():

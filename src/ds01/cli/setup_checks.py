@@ -210,6 +210,14 @@ def check_ssh(home: Path) -> Check:
     return Check("ssh key", True, f"{n} key(s) in ~/.ssh/authorized_keys")
 
 
+def check_vscode(ssh_ok: bool) -> Check:
+    """The way from the laptop into containers (container-ssh), for information."""
+    how = "'vscode-setup <project>' prints your laptop's ~/.ssh/config block"
+    if not ssh_ok:
+        return Check("vs code", None, f"after the ssh key: {how}")
+    return Check("vs code", None, f"ssh <project>.ds01 / code --remote ssh-remote+<project>.ds01 /workspace: {how}")
+
+
 def ssh_guidance(user: str, host: str) -> str:
     """Exact steps for SSH and VS Code Remote-SSH, to the host and into containers
     (``container-ssh``). Keys are made on the laptop, never on the server."""

@@ -44,21 +44,17 @@ def container_ssh(project: str, *, start: bool = True, launch_args: list[str] | 
 
 
 def launch(project: str, args: list[str]) -> int:
-    """``project-launch PROJECT --background ARGS``, printing on stderr; its exit code."""
-    from ds01.cli.fast import try_run
-
-    argv = [project, "--background", *args]
-    rc = try_run("project-launch", argv)
-    if rc is not None:
-        return rc
+    """``project-launch PROJECT --background ARGS`` (through click: this runs only when the
+    container is not running, so it is not the hot path), printing on stderr; its exit code."""
     import click
 
-    from ds01.cli.commands.wizards import project_launch
+    from ds01.cli.app import _load
     from ds01.cli.output import guarded
 
     def run() -> int:
         try:
-            project_launch.main(argv, prog_name="project-launch", standalone_mode=False)
+            _load("project-launch").main([project, "--background", *args], prog_name="project-launch",
+                                         standalone_mode=False)
             return 0
         except click.ClickException as e:
             e.show()

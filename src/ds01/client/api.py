@@ -212,11 +212,12 @@ def usage(c, *, since: str | None = None, until: str | None = None, by: str | No
 def job_submit(c, project: str, command: list[str], *, gpus: int | None = None, gpu_profile: str | None = None,
                mig: int | None = None, time: str | None = None, name: str | None = None, array: str | None = None,
                after: list[int] | None = None, env: list[str] | None = None, requeue: bool | None = None,
-               mail: bool | None = None) -> dict:
+               mail: bool | None = None, mail_default: bool | None = None, image_id: str | None = None) -> dict:
     """Queue a job (one per array task): ``{"id", "ids", ...}`` at once."""
     return c.call("POST", "/v1/jobs", _body(project=project, command=list(command), gpus=gpus,
                                             gpu_profile=gpu_profile, mig=mig, time=time, name=name, array=array,
-                                            after=after or None, env=env or None, requeue=requeue, mail=mail))
+                                            after=after or None, env=env or None, requeue=requeue, mail=mail,
+                                            mail_default=mail_default, image_id=image_id))
 
 
 def jobs(c, *, all: bool = False, state: str | None = None, all_users: bool = False) -> list[dict]:

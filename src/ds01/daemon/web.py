@@ -139,6 +139,20 @@ def render(data: dict[str, Any], refresh: float) -> str:
                    f'<td>{_e(q["request"])}</td><td>{_e(_ago(now - q["waiting_s"], now))}</td></tr>')
     out.append("</tbody></table>")
 
+    jobs = data.get("jobs") or {"running": [], "queued": []}
+    out.append(f'<h2>Batch jobs</h2><p id="jobs-count">running: <b>{len(jobs["running"])}</b> · queued: '
+               f'<b>{len(jobs["queued"])}</b></p><table id="jobs"><thead><tr><th>job</th><th>user</th>'
+               "<th>project</th><th>state</th><th>GPUs</th><th>for</th></tr></thead><tbody>")
+    if not jobs["running"] and not jobs["queued"]:
+        out.append('<tr><td colspan=6 class="muted">no batch jobs</td></tr>')
+    for j in jobs["running"] + jobs["queued"]:
+        since = j["started_at"] if j["state"] != "queued" else j["submitted_at"]
+        label = f'{j["id"]}' + (f'[{j["array_index"]}]' if j.get("array_index") is not None else "")
+        out.append(f'<tr><td>{_e(label)}</td><td>{_e(j["user"])}</td><td>{_e(j["project"])}</td>'
+                   f'<td>{_e(j["state"])}</td><td>{_e(", ".join(j["gpus"]) or j["request"])}</td>'
+                   f'<td>{_e(_ago(since, now))}</td></tr>')
+    out.append("</tbody></table>")
+
     out.append('<h2>Recent events</h2><table id="events"><thead><tr><th>time</th><th>action</th><th>user</th>'
                "<th>target</th><th>result</th></tr></thead><tbody>")
     if not data["events"]:

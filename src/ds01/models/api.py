@@ -132,6 +132,8 @@ class SubmitJob(Body):
     env: list[str] = Field(default_factory=list, max_length=64)
     requeue: bool = False
     mail: bool = False
+    mail_default: bool = False  # the user's config asks for mail: only where the host can mail
+    image_id: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")  # what job-submit just built
 
     def gpu_request(self):
         from ds01.models.gpu import GpuRequest

@@ -32,6 +32,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 MAX_ARRAY_INDEX = 1_000_000
+# A full image id (what job-submit sends after building; prefixes would match anyone's image)
+IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}\Z")
 # Environment keys a job may not set: identity, the workspace and the GPU hand-off are the daemon's.
 RESERVED_ENV = frozenset({"HOME", "USER", "LOGNAME", "CUDA_VISIBLE_DEVICES"})
 RESERVED_ENV_PREFIXES = ("NVIDIA_", "DS01_")

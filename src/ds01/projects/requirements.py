@@ -35,7 +35,28 @@ def inputs(ws: Path, req_file: str = REQUIREMENTS) -> list[str]:
             return None
         return "dir" if os.path.isdir(p) else "file" if os.path.isfile(p) else None
 
-    return requirement_inputs(req_file, read, kind)
+    found = requirement_inputs(req_file, read, kind)
+    _check_in_context(ws, found)
+    return found
+
+
+def _check_in_context(ws: Path, paths: list[str]) -> None:
+    """A path the build never sees (a data/ or models/ folder, .dockerignore) cannot be copied:
+    say so now instead of failing in the middle of the build."""
+    from ds01.errors import InvalidInput
+    from ds01.images.context import DEFAULT_EXCLUDES, is_excluded, parse_patterns
+
+    lines = list(DEFAULT_EXCLUDES)
+    try:
+        lines += (ws / ".dockerignore").read_text(errors="replace").splitlines()
+    except OSError:
+        pass
+    patterns = parse_patterns(lines)
+    for p in paths:
+        if p != "." and is_excluded(p, patterns):
+            raise InvalidInput(f"{p} is named by the requirements but is in a folder builds never see "
+                               "(data/, models/, … or your .dockerignore)",
+                               "move it, e.g. to wheels/, or re-include it with a '!' line in .dockerignore")
 
 
 def sync_dockerfile(ws: Path, req_file: str = REQUIREMENTS) -> bool:

@@ -15,11 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 
 log = logging.getLogger("ds01d")
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PREFIX = "ds01-build-"
+# Groups of builds in progress in this process: empty between two steps, yet never swept (runc
+# would make a swept one again, without pids.max).
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
 
 
 class BuildCgroup:
@@ -60,8 +65,25 @@ class BuildCgroup:
             pass
         return False
 
-    def close(self) -> None:
-        remove_group(self.root, self.name, self.version)
+    def close(self, retries: int = 20, every: float = 3.0) -> None:
+        """Remove the group; while the engine still tears a step down (a cancelled or timed-out
+        build), try again in the background for a minute, then leave it to :func:`sweep`."""
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(self.name)
+        if remove_group(self.root, self.name, self.version) or retries <= 0:
+            return
+
+        def again(left: int) -> None:
+            if not remove_group(self.root, self.name, self.version) and left > 1:
+                _later(every, again, left - 1)
+
+        _later(every, again, retries)
+
+
+def _later(delay: float, fn, *args) -> None:
+    t = threading.Timer(delay, fn, args)
+    t.daemon = True
+    t.start()
 
 
 def remove_group(root: str, name: str, version: str) -> bool:
@@ -96,6 +118,8 @@ def sweep(root: str, instance: str, version: str) -> int:
         names = [n for n in os.listdir(base) if n.startswith(stem)]
     except OSError:
         return 0
+    with _ACTIVE_LOCK:
+        names = [n for n in names if n not in _ACTIVE]
     return sum(1 for n in names if remove_group(root, n, version))
 
 
@@ -109,6 +133,8 @@ def open_build_cgroup(driver: str, version: str, instance: str, pids: int,
         return None
     sweep(root, instance, version)
     cg = BuildCgroup(root, f"{PREFIX}{instance}-{secrets.token_hex(4)}", version, pids)
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(cg.name)
     try:
         cg.create()
     except OSError as e:

@@ -6,7 +6,6 @@ records; ``target`` is the caller or, for admins, ``--user``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -320,16 +319,11 @@ class ContainerService:
 
     def _enqueue(self, conn, who: Caller, project: str, request: GpuRequest, image: str, ports: list[int],
                  now: float) -> dict[str, Any]:
-        dup = conn.execute("SELECT id FROM queue WHERE uid=? AND project=? AND status='waiting'",
-                           (who.uid, project)).fetchone()
-        if dup:
+        if self.ctx.store.is_queued(conn, who.uid, project):
             raise Conflict(f"project {project!r} is already waiting in the GPU queue",
                            "see 'gpu-queue'; cancel with 'gpu-queue --cancel <id>'")
-        qid = conn.execute(
-            "INSERT INTO queue (uid, user, project, request, image, ports, enqueued_at, status)"
-            " VALUES (?,?,?,?,?,?,?, 'waiting')",
-            (who.uid, who.name, project, json.dumps(request.to_dict()), image, json.dumps(ports), now)).lastrowid
-        position = conn.execute("SELECT COUNT(*) FROM queue WHERE status='waiting'").fetchone()[0]
+        qid = self.ctx.store.enqueue(conn, who.uid, who.name, project, request.to_dict(), image, ports, now)
+        position = self.ctx.store.waiting_count(conn)
         self.ctx.events.emit("queue.add", user=who.name, uid=who.uid, target=project,
                              data={"request": request.to_dict(), "id": qid})
         return {"queued": True, "queue_id": qid, "project": project, "user": who.name,

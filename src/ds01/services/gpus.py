@@ -53,18 +53,22 @@ class GpuService:
         lim = self.containers.limits_for(who)
         holding = self.ctx.store.holding(who.uid)
         live = self.ctx.store.live_containers(who.uid)
+        # batch jobs (issue 14): queued / running against max_jobs_queued / max_jobs_running
+        jobs = self.jobs.counts(who.uid) if self.jobs is not None else {}
         return {
             "user": who.name,
             "group": lim.group,
             "limits": lim.to_dict(),
             "sources": lim.sources,
-            "usage": {"gpus": round(holding, 4), "containers": len(live)},
+            "usage": {"gpus": round(holding, 4), "containers": len(live), **jobs},
             "left": {"gpus": round(max(0.0, lim.max_gpus - holding), 4),
-                     "containers": max(0, lim.max_containers - len(live))},
+                     "containers": max(0, lim.max_containers - len(live)),
+                     **{k: max(0, getattr(lim, "max_" + k) - n) for k, n in jobs.items()}},
             # holding more than the limit allows: it was lowered (reload) while held; what is held
             # stays, new requests are refused until usage is back under it
             "over": {k: v for k, v in (("gpus", holding > lim.max_gpus + 1e-9),
-                                       ("containers", len(live) > lim.max_containers)) if v},
+                                       ("containers", len(live) > lim.max_containers),
+                                       *((k, n > getattr(lim, "max_" + k)) for k, n in jobs.items())) if v},
         }
 
     # -- queue -----------------------------------------------------------------------------

@@ -11,9 +11,10 @@ import os
 import subprocess
 from typing import Any
 
+from ds01 import labels as label_keys
 from ds01.errors import Conflict, InvalidInput, NotFound, PolicyDenied
 from ds01.models.gpu import GpuRequest
-from ds01.names import validate_project
+from ds01.names import image_name, validate_project
 from ds01.policy import jobs as P
 from ds01.policy.allocation import Allocation, decide
 from ds01.services.identity import Caller
@@ -72,8 +73,14 @@ class JobService(JobRunner):
     def submit(self, who: Caller, project: str, command: list[str], *, request: GpuRequest | None = None,
                time: str | None = None, name: str | None = None, array: str | None = None,
                after: list[int] | None = None, env: dict[str, str] | list[str] | None = None,
-               requeue: bool = False, mail: bool = False) -> dict[str, Any]:
-        """Queue a job (or one per array task); returns at once with the ids."""
+               requeue: bool = False, mail: bool = False, mail_default: bool = False,
+               image_id: str | None = None) -> dict[str, Any]:
+        """Queue a job (or one per array task); returns at once with the ids.
+
+        ``image_id``: the project image the CLI just built for this job (``job-submit`` builds
+        first when the project changed); it must be the caller's image of this project, so a
+        rebuild racing the submit cannot swap what runs. ``mail_default``: the user's config asks
+        for mail (``mail_on_job_end``): on when this host can mail, else off (``--mail`` refuses)."""
         project = validate_project(project)
         cmd = P.check_command(command)
         lim = self._limits(who)
@@ -86,18 +93,21 @@ class JobService(JobRunner):
         if mail and self.cfg.notify.smtp is None:
             raise InvalidInput("--mail: this host has no mail relay configured",
                                "ask an admin to set notify.smtp, or leave --mail out")
+        mail = mail or (mail_default and self.cfg.notify.smtp is not None)
         workspace = existing_workspace(who, project, self.cfg.containers.workspace_base)
         if workspace is None:
             raise NotFound(f"you have no project {project!r}", f"create it with 'project-init {project}'")
-        image, image_id = self._image(who, project)
+        image, image_id = self._image(who, project, image_id)
         commit, dirty = git_state(who, workspace)
         return self._insert(who, project, cmd, request, limit, name, spec, deps, variables, requeue, mail,
                             image, image_id, commit, dirty, rerun_of=None)
 
     def _insert(self, who, project, cmd, request, limit, name, spec, deps, variables, requeue, mail, image,
-                image_id, commit, dirty, rerun_of) -> dict[str, Any]:
+                image_id, commit, dirty, rerun_of, task: tuple | None = None) -> dict[str, Any]:
+        """One row per array task of ``spec``; or, without one, a single row, which ``task`` =
+        ``(array_id, index, throttle)`` makes a task of an existing array (a rerun)."""
         lim = self._limits(who)
-        indices = spec.indices if spec else (None,)
+        indices = spec.indices if spec else ((task[1] if task else None),)
         now = self.ctx.clock()
         ids: list[int] = []
         with self.ctx.store.transaction() as tx:
@@ -112,17 +122,20 @@ class JobService(JobRunner):
                     tx, uid=who.uid, user=who.name, project=project, name=name, state=P.QUEUED, command=list(cmd),
                     env=variables, request=request.to_dict(), time_limit=limit, image=image, image_id=image_id,
                     git_commit=commit, git_dirty=dirty, array_index=idx,
-                    array_throttle=spec.throttle if spec else None, after=deps, requeue=requeue, mail=mail,
-                    submitted_at=now, rerun_of=rerun_of)
+                    array_throttle=spec.throttle if spec else (task[2] if task else None), after=deps,
+                    requeue=requeue, mail=mail, submitted_at=now, rerun_of=rerun_of)
                 if spec is not None:
                     array_id = array_id or jid
                     self.ctx.store.update_job(jid, tx, array_id=array_id)
+                elif task is not None and task[0] is not None:
+                    self.ctx.store.update_job(jid, tx, array_id=task[0])
                 ids.append(jid)
         self.ctx.emit("job.submit", who, project, data={"jobs": ids, "command": list(cmd)[:8],
                                                          "request": request.to_dict()})
         self._wake()  # served by the next tick, which this starts now
-        return {"id": ids[0], "ids": ids, "array_id": ids[0] if spec else None, "state": P.QUEUED,
-                "project": project, "image": image, "image_id": image_id, "git_commit": commit}
+        return {"id": ids[0], "ids": ids, "array_id": ids[0] if spec else (task[0] if task else None),
+                "state": P.QUEUED, "project": project, "image": image, "image_id": image_id,
+                "git_commit": commit, "mail": bool(mail)}
 
     def _check_after(self, who: Caller, after: list[int]) -> list[int]:
         out = []
@@ -144,11 +157,22 @@ class JobService(JobRunner):
         if not isinstance(outcome, Allocation) and outcome.kind != "capacity":
             raise outcome.to_error()
 
-    def _image(self, who: Caller, project: str) -> tuple[str, str | None]:
-        """The project's built image, else the lab default (as container-create); and its id."""
+    def _image(self, who: Caller, project: str, image_id: str | None = None) -> tuple[str, str | None]:
+        """The project's built image, else the lab default (as container-create); and its id.
+        With ``image_id``: that image, which must be ``who``'s build of ``project`` (else it is
+        reported as missing, like another user's image)."""
         image, local = (None, None)
         if self.images is not None:
             image, local = self.images.project_image(who, project)
+        if image_id is not None:
+            if local is None or local.id != image_id:
+                info = self.ctx.runtime.image_inspect(image_id) if P.IMAGE_ID.match(image_id) else None
+                labels = info.labels if info is not None else {}
+                if info is None or info.id != image_id or labels.get(label_keys.MANAGED) != "true" or \
+                        labels.get(label_keys.UID) != str(who.uid) or labels.get(label_keys.PROJECT) != project:
+                    raise NotFound(f"image {image_id[:19]} is not an image of your project {project!r}",
+                                   f"submit again: 'job-submit {project} -- ...' builds it when needed")
+            return image or f"{image_name(who.name, project, who.uid)}:latest", image_id
         image = image or self.cfg.images.default
         self.containers._check_image(image)
         if local is None:
@@ -227,13 +251,26 @@ class JobService(JobRunner):
         if workspace is None:
             raise NotFound(f"you have no project {job.project!r}")
         commit, dirty = git_state(owner, workspace)
+        # an array task stays that task: the same DS01_ARRAY_TASK_ID, under its array's %N
+        task = (job.array_id, job.array_index, job.array_throttle) if job.array_index is not None else None
         return self._insert(owner, job.project, tuple(job.command), GpuRequest.from_dict(job.request),
                             job.time_limit, job.name, None, [], job.env, job.requeue, job.mail,
-                            job.image, image_id, commit, dirty, rerun_of=job.id)
+                            job.image, image_id, commit, dirty, rerun_of=job.id, task=task)
 
     # -- status ----------------------------------------------------------------------------
-    def summary(self, who: Caller | None = None) -> dict[str, Any]:
-        """Running and queued jobs (``ds01 status``)."""
-        jobs = self.ctx.store.jobs(None if who is None else who.uid, P.ACTIVE)
-        return {"running": [job_view(j) for j in jobs if j.state != P.QUEUED],
-                "queued": [job_view(j) for j in jobs if j.state == P.QUEUED]}
+    def board(self) -> dict[str, Any]:
+        """Everyone's running and queued jobs for ``ds01 status`` and the web page: who, what
+        project, state, GPUs and times; never the command, variables or log (those are for the
+        owner and admins). Running includes ``starting``; oldest first."""
+        rows = sorted(self.ctx.store.jobs(None, P.ACTIVE), key=lambda j: j.id)
+        view = [{"id": j.id, "user": j.user, "project": j.project, "name": j.name, "state": j.state,
+                 "request": GpuRequest.from_dict(j.request).describe(), "gpus": j.gpus,
+                 "array_index": j.array_index, "submitted_at": j.submitted_at, "started_at": j.started_at}
+                for j in rows]
+        return {"running": [v for v in view if v["state"] != P.QUEUED],
+                "queued": [v for v in view if v["state"] == P.QUEUED]}
+
+    def counts(self, uid: int) -> dict[str, int]:
+        """The user's jobs against ``max_jobs_queued`` / ``max_jobs_running`` (``check-limits``)."""
+        return {"jobs_queued": self.ctx.store.count_jobs(uid, (P.QUEUED,)),
+                "jobs_running": self.ctx.store.count_jobs(uid, (P.STARTING, P.RUNNING))}

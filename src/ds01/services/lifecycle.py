@@ -86,7 +86,7 @@ class LifecycleService:
         holders = set(held.values())
         held_eq = sum(self.ctx.inventory.device(u).equivalents for u in held if self.ctx.inventory.device(u))
         total = self.ctx.inventory.total_equivalents
-        waiting = store.query("SELECT COUNT(*) FROM queue WHERE status='waiting'")[0][0]
+        waiting = store.waiting_count()
         busy = bool(waiting) or (total > 0 and held_eq / total >= self.lc.busy_share - 1e-9)
         report.machine_busy = busy
         exempt = self._exemption_ends(now)

@@ -98,7 +98,7 @@ def sshd_config(user: str, env: dict[str, str]) -> str:
         "PermitTunnel no",
         "PermitUserEnvironment no",
         "AllowAgentForwarding yes",
-        "AcceptEnv LANG LC_*",
+        # no AcceptEnv: the session has the image's environment, not the laptop's locale names
         "Subsystem sftp internal-sftp",
         "PidFile none",
         "UseDNS no",

@@ -145,9 +145,19 @@ class StatusService:
             "free_equivalents": inv["free_equivalents"],
             "total_equivalents": inv["total_equivalents"],
             "queue": self.gpu.queue(None),
+            "jobs": self.jobs(),
             "me": {"user": who.name, "admin": who.is_admin, "containers": self.containers.list(who),
                    "limits": self.gpu.limits(who)},
         }
+
+    def jobs(self, hide_names: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """Everyone's running and queued batch jobs (``JobService.board``: no commands)."""
+        jobs = getattr(self.gpu, "jobs", None)
+        board = jobs.board() if jobs is not None else {"running": [], "queued": []}
+        if hide_names:
+            board = {k: [{**j, "user": "(hidden)", "project": "(hidden)", "name": None} for j in v]
+                     for k, v in board.items()}
+        return board
 
     def recent_events(self, limit: int = 20, lifecycle_only: bool = False, since: float = 0) -> list[dict]:
         rows = self.ctx.store.find_events(since, prefixes=LIFECYCLE_PREFIXES if lifecycle_only else (), limit=limit)
@@ -247,7 +257,7 @@ class StatusService:
                                           for p in inv["unmanaged_processes"]]
             queue = [{**q, "user": "(hidden)", "project": "(hidden)"} for q in queue]
             evs = [{**e, "user": None, "target": None} for e in evs]
-        return {"time": self.ctx.clock(), "gpus": inv, "queue": queue, "events": evs,
+        return {"time": self.ctx.clock(), "gpus": inv, "queue": queue, "jobs": self.jobs(hide_names), "events": evs,
                 "names_hidden": hide_names}
 
 

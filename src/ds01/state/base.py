@@ -25,9 +25,6 @@ class Tx:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
 
-    def execute(self, sql, args=()):  # TRANSITIONAL (H-state): removed once _enqueue moved
-        return self._conn.execute(sql, args)
-
 
 class StoreBase:
     def __init__(self, path: Path | str):
@@ -51,9 +48,6 @@ class StoreBase:
                 raise
             else:
                 self._conn.execute("COMMIT")
-
-    def query(self, sql, args=()):  # TRANSITIONAL (H-state): removed once lifecycle.tick moved
-        return self._query(sql, args)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

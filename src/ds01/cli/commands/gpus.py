@@ -69,11 +69,13 @@ def check_limits(user: str | None, as_json: bool) -> None:
         return print_json(out)
     lim, use, left = out["limits"], out["usage"], out["left"]
     click.echo(f"{out['user']}" + (f" (group {out['group']})" if out["group"] else " (defaults)"))
-    keys = ["max_gpus", "max_containers", "max_gpus_per_container", "allow_full_gpu", "allow_mig", "cpus", "memory",
+    keys = ["max_gpus", "max_containers", "max_jobs_queued", "max_jobs_running", "max_gpus_per_container", "allow_full_gpu", "allow_mig", "cpus", "memory",
             "max_runtime", "idle_timeout", "gpu_hold_after_stop", "priority_weight"]
     rows = [
         ["GPUs (equivalents)", lim["max_gpus"], use["gpus"], left["gpus"]],
         ["containers", lim["max_containers"], use["containers"], left["containers"]],
+        ["batch jobs queued", lim["max_jobs_queued"], use.get("jobs_queued", ""), left.get("jobs_queued", "")],
+        ["batch jobs running", lim["max_jobs_running"], use.get("jobs_running", ""), left.get("jobs_running", "")],
         ["GPUs per container", lim["max_gpus_per_container"], "", ""],
         ["whole GPUs allowed", "yes" if lim["allow_full_gpu"] else "no", "", ""],
         ["MIG allowed", "yes" if lim["allow_mig"] else "no", "", ""],

@@ -22,14 +22,19 @@ from ds01.client import api
 @click.option("--after", metavar="JOB[,JOB]", help="start only after these jobs succeeded")
 @click.option("--env", "env", multiple=True, metavar="K=V", help="an environment variable (repeatable)")
 @click.option("--requeue", is_flag=True, help="queue it again if the container engine restarts under it")
-@click.option("--mail", is_flag=True, help="also mail me when it ends (needs the admin's notify.smtp)")
+@click.option("--mail/--no-mail", default=None, help="also mail me when it ends (needs the admin's notify.smtp; "
+              "default: mail_on_job_end in ~/.config/ds01/config.yaml)")
 @json_opt
 def submit(project: str, command: tuple[str, ...], gpus: int | None, gpu_profile: str | None, mig: int | None,
            time_: str | None, name: str | None, array: str | None, after: str | None, env: tuple[str, ...],
-           requeue: bool, mail: bool, as_json: bool) -> None:
+           requeue: bool, mail: bool | None, as_json: bool) -> None:
     """Run COMMAND as a batch job in a fresh container of PROJECT's image; prints the job id
     and returns at once. The job waits in the fair queue for its GPUs, runs as you with
     /workspace, and its output is kept ('job-logs ID'). Put the command after --.
+
+    When the project's Dockerfile or requirements.txt changed, the image is built first, as
+    project-launch does (its output on stderr; a failed build submits nothing, exit 11), and the
+    job runs exactly that build.
 
     \b
     Example:
@@ -49,15 +54,49 @@ def submit(project: str, command: tuple[str, ...], gpus: int | None, gpu_profile
     if not command:
         raise InvalidInput("the job has no command", f"put it after --: job-submit {project} -- python train.py")
     gpu = gpu_request(gpus, gpu_profile, mig)
+    mail_default = None
+    if mail is None:
+        from ds01.cli import user_config
+
+        mail_default = user_config.load()["mail_on_job_end"] or None
+    image_id = _built_image(project, as_json)
     out = api.job_submit(Client(), project, list(command), time=time_, name=name, array=array, after=deps,
-                         env=list(env), requeue=requeue or None, mail=mail or None, **gpu)
+                         env=list(env), requeue=requeue or None, mail=mail or None, mail_default=mail_default,
+                         image_id=image_id, **gpu)
     if as_json:
         return print_json(out)
+    if mail_default and not out.get("mail"):
+        echo("note: this host has no mail relay (notify.smtp), so no mail will be sent "
+             "(mail_on_job_end in ~/.config/ds01/config.yaml)", err=True)
     ids = out["ids"]
     if len(ids) == 1:
         echo(str(ids[0]))
     else:
         echo(f"{ids[0]}-{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else ",".join(map(str, ids)))
+
+
+def _built_image(project: str, as_json: bool) -> str | None:
+    """Build the project image first when the project changed, with project-launch's decision
+    (``ds01.projects.stamps.stamp_verdict``, then the daemon's own check); the id of the image
+    it built or confirmed, or None when nothing changed (or there is no Dockerfile: the job runs
+    the project's image, else the lab's default, as container-create). The build's output goes
+    to stderr, so stdout stays the job id (``JOB=$(job-submit ...)``)."""
+    import contextlib
+    import sys
+
+    from ds01.cli import workspaces
+    from ds01.cli.verbs import unchanged_image
+
+    ws = workspaces.directory(project)
+    if not (ws / "Dockerfile").is_file() or unchanged_image(project, str(ws)) is not None:
+        return None  # (a deploy by name finds the current build, as project-launch's fast path)
+    from ds01.cli.launching import ensure_image
+    from ds01.projects.stamps import read_stamp
+
+    with contextlib.redirect_stdout(sys.stderr):
+        ensure_image(project, ws, False, False, as_json)  # BuildFailed: exit 11, nothing submitted
+    image_id = (read_stamp(project) or {}).get("image_id")
+    return image_id if isinstance(image_id, str) and image_id.startswith("sha256:") else None
 
 
 def _fmt_time(j: dict) -> str:

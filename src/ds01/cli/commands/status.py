@@ -51,14 +51,24 @@ def device_rows(inv: dict, now: float) -> list[list[Any]]:
     return rows
 
 
+def job_rows(st: dict, now: float) -> list[list[Any]]:
+    """Running, then queued batch jobs (everyone's; ``for``: run time, or time waited)."""
+    jobs = st.get("jobs") or {"running": [], "queued": []}
+    return [[f"{j['id']}" + (f"[{j['array_index']}]" if j.get("array_index") is not None else ""), j["user"],
+             j["project"], j.get("name") or "", j["state"], ",".join(j["gpus"]) or j["request"],
+             _dur(now - (j["started_at"] if j["state"] != "queued" and j["started_at"] else j["submitted_at"]))]
+            for j in jobs["running"] + jobs["queued"]]
+
+
 DEVICE_COLS = ["gpu", "device", "equiv", "holder", "held", "util", "memory", "processes"]
 
 
 def status_sections(st: dict) -> tuple[list[str], list[Section]]:
     now = st["time"]
     inv = st["gpus"]
+    jobs = st.get("jobs") or {"running": [], "queued": []}
     head = [f"free: {st['free_equivalents']:.2f} of {st['total_equivalents']:.2f} GPU-equivalents · "
-            f"queued: {len(st['queue'])} · driver {inv.get('driver_version') or '-'} ({inv.get('source')})"]
+            f"queued: {len(st['queue'])} · jobs: {len(jobs['running'])} running, {len(jobs['queued'])} queued · driver {inv.get('driver_version') or '-'} ({inv.get('source')})"]
     un = inv.get("unmanaged_processes") or []
     if un:
         head.append(f"warning: {len(un)} GPU process(es) outside DS01: "
@@ -70,12 +80,17 @@ def status_sections(st: dict) -> tuple[list[str], list[Section]]:
         ("Queue", ["#", "user", "project", "waiting for", "waited"],
          [[q["position"], q["user"], q["project"], q["request"], _dur(q["waiting_s"])] for q in st["queue"]],
          "nobody is waiting"),
+        ("Batch jobs", ["job", "user", "project", "name", "state", "gpus", "for"], job_rows(st, now),
+         "none running or queued"),
         (f"Your containers ({me['user']})", ["project", "status", "gpus", "image", "created"],
          [[c["project"], c["status"], ",".join(c["gpus"]) or "-", c["image"], _dur(now - c["created_at"]) + " ago"]
           for c in me["containers"]], "none"),
     ]
+    jobs_use = "" if "jobs_queued" not in lim["usage"] else (
+        f" · jobs queued {lim['usage']['jobs_queued']}/{lim['limits']['max_jobs_queued']}, running "
+        f"{lim['usage']['jobs_running']}/{lim['limits']['max_jobs_running']}")
     head.append(f"your limits: GPUs {lim['usage']['gpus']:g}/{lim['limits']['max_gpus']:g} · containers "
-                f"{lim['usage']['containers']}/{lim['limits']['max_containers']}"
+                f"{lim['usage']['containers']}/{lim['limits']['max_containers']}" + jobs_use
                 + (f" (group {lim['group']})" if lim.get("group") else ""))
     return head, secs
 

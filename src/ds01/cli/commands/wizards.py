@@ -60,8 +60,8 @@ def user_setup(yes: bool, git_name: str | None, git_email: str | None, explain: 
       user-setup
       user-setup --yes --git-name 'Ada Lovelace' --git-email ada@example.org
     """
-    from ds01.cli.setup_checks import (check_daemon, check_git, check_limits, check_ssh, check_workspace, host_name,
-                                       render_summary, ssh_guidance)
+    from ds01.cli.setup_checks import (check_daemon, check_git, check_limits, check_ssh, check_vscode, check_workspace,
+                                       host_name, render_summary, ssh_guidance)
     from ds01.projects.workspace import current_user
 
     if explain:
@@ -78,6 +78,7 @@ def user_setup(yes: bool, git_name: str | None, git_email: str | None, explain: 
         click.echo(ssh_guidance(user, host_name()))
         click.echo()
     checks.append(ssh)
+    checks.append(check_vscode(bool(ssh.ok)))
     click.echo(_colour(render_summary(checks)))
     if interactive and daemon.ok:
         _offer_project_init()

@@ -29,7 +29,8 @@ def routes(s: Services) -> list[web.RouteDef]:
         b = await parse(request, api.SubmitJob)
         out = await in_thread(jobs.submit, caller(request), b.project, b.command, request=b.gpu_request(),
                               time=b.time, name=b.name, array=b.array, after=b.after, env=b.env,
-                              requeue=b.requeue, mail=b.mail)
+                              requeue=b.requeue, mail=b.mail, mail_default=b.mail_default,
+                              image_id=b.image_id)
         return json_response(out, status=202)
 
     async def list_(request: web.Request) -> web.Response:

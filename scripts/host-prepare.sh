@@ -42,7 +42,9 @@ if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (runtime nvidia -> runc)"
   runtime=/usr/sbin/runc
   command -v nvidia-container-runtime >/dev/null && runtime="$(command -v nvidia-container-runtime)"
-  nohup dockerd --add-runtime "nvidia=$runtime" >/var/log/ds01-dockerd.log 2>&1 &
+  # --no-new-privileges: the engine's build API takes no security options, so this is the only
+  # way build steps get it (DS01's own containers set it per container as well)
+  nohup dockerd --add-runtime "nvidia=$runtime" --no-new-privileges >/var/log/ds01-dockerd.log 2>&1 &
   echo $! > "$STATE/dockerd.pid"
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/ds01-dockerd.log" >&2; tail -20 /var/log/ds01-dockerd.log >&2; exit 1; }

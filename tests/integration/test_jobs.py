@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from .harness import USERS, free_port, new_daemon, ok, unique_project, write_as
+from .harness import TEST_IMAGE, USERS, free_port, new_daemon, ok, unique_project, write_as
 
 TERMINAL = {"succeeded", "failed", "timeout", "cancelled", "lost"}
 
@@ -25,6 +27,9 @@ def jd(docker_client):
     d.config["defaults"] = {"max_runtime": "1h", "max_gpus": 1.0, "max_containers": 10, "max_jobs_running": 4,
                             "max_jobs_queued": 20}
     d.config["jobs"] = {"kill_grace": 3}
+    d.web_port = free_port()
+    d.config["observability"] = {"metrics": {"listen": ""},
+                                 "web": {"listen": f"127.0.0.1:{d.web_port}", "show_user_names": True}}
     d.start()
     yield d
     d.destroy(docker_client)
@@ -235,6 +240,12 @@ def test_gpu_job_waits_behind_an_interactive_holder(jd, projects):
     ok(jd.run("bob", "container-retire", holder))
     j = wait_state(jd, "alice", jid, {"running", *TERMINAL}, timeout=10)
     assert time.time() - t0 < 2.5, "a queued job starts within one tick of its GPU freeing"
+    # on the daemon's own clock: from the holder's removal (its GPU released) to the job's start,
+    # at most one tick (1 s here; a release wakes the loop at once) plus slack
+    removed = [e for e in json.loads(ok(jd.run("bob", "ds01", "events", "--type", "container.remove",
+                                              "--json")).stdout) if e.get("target") == holder]
+    assert removed and j["started_at"] is not None
+    assert j["started_at"] - removed[0]["time"] <= 1.0 + 0.5, (j["started_at"], removed[0]["time"])
     j = wait_state(jd, "alice", jid)
     assert j["state"] == "succeeded" and len(j["gpus"]) == 1
     assert f"gpu={j['gpus'][0]}" in logs(jd, "alice", jid)
@@ -269,6 +280,22 @@ def test_mail_when_a_job_ends(docker_client, projects):
         assert got, "no mail arrived"
         rcpt, text = got[0]
         assert rcpt == [f"{USERS['alice']}@lab.example"] and f"job {jid}" in text and "failed" in text
+        # the user's default (~/.config/ds01/config.yaml: mail_on_job_end), and --no-mail over it
+        xdg = os.path.join(home("alice"), "workspace", p, "xdg")
+        write_as("alice", os.path.join(xdg, "ds01", "config.yaml"), "mail_on_job_end: true\n")
+        run = [json.loads(ok(d.run("alice", "job-submit", "--json", p, *flag, "--", "true",
+                                   env={"XDG_CONFIG_HOME": xdg})).stdout)["id"] for flag in ((), ("--no-mail",))]
+        mailed, quiet = run
+        for j in run:
+            wait_state(d, "alice", j)
+        deadline = time.time() + 10
+        while len(got) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # (a wrong mail for 'quiet' would come right after)
+        texts = [t for _, t in got[1:]]
+        assert any(re.search(rf"job {mailed}\b", t) for t in texts), texts
+        assert not any(re.search(rf"job {quiet}\b", t) for t in texts), texts
+        assert show(d, "alice", mailed)["mail"] is True and show(d, "alice", quiet)["mail"] is False
     finally:
         ctl.stop()
         d.destroy(docker_client)
@@ -286,3 +313,73 @@ def test_sigkill_of_the_daemon_mid_job(jd, projects):
     j = wait_state(jd, "alice", jid, timeout=30)
     assert j["state"] == "succeeded", j
     assert logs(jd, "alice", jid) == "".join(f"line {i}\n" for i in range(1, 7))
+
+
+def test_submit_builds_a_changed_project_first_and_runs_that_build(jd, docker_client, projects):
+    p = make_project("alice", projects)
+    ws = os.path.join(home("alice"), "workspace", p)
+    image = f"ds01/{USERS['alice']}/{p}:latest"
+    try:
+        write_as("alice", os.path.join(ws, "Dockerfile"), f"FROM {TEST_IMAGE}\nRUN echo one > /built\n")
+        r = ok(jd.run("alice", "job-submit", p, "--", "cat", "/built", timeout=300))
+        first = int(r.stdout.strip())  # stdout is the job id alone: the build's output went to stderr
+        assert "building the image" in r.stderr, r.stderr
+        built = docker_client.images.get(image).id
+        j = wait_state(jd, "alice", first)
+        assert j["state"] == "succeeded" and j["image_id"] == built and logs(jd, "alice", first) == "one\n"
+        # nothing changed: no build, the same image
+        r = ok(jd.run("alice", "job-submit", p, "--", "cat", "/built"))
+        assert "build" not in r.stderr and show(jd, "alice", int(r.stdout))["image_id"] == built
+        # changed: built again first; the job runs the new build
+        write_as("alice", os.path.join(ws, "Dockerfile"), f"FROM {TEST_IMAGE}\nRUN echo two > /built\n")
+        [second] = submit(jd, "alice", p, "--", "cat", "/built")
+        rebuilt = docker_client.images.get(image).id
+        j = wait_state(jd, "alice", second)
+        assert rebuilt != built and j["image_id"] == rebuilt and logs(jd, "alice", second) == "two\n"
+        # a failed build: exit 11, the failing step on stderr, and no job
+        before = [x["id"] for x in json.loads(ok(jd.run("alice", "job-list", "--all", "--json")).stdout)]
+        write_as("alice", os.path.join(ws, "Dockerfile"), f"FROM {TEST_IMAGE}\nRUN echo broken; exit 7\n")
+        r = jd.run("alice", "job-submit", p, "--", "true", timeout=300)
+        assert r.returncode == 11 and "build failed" in r.stderr and not r.stdout.strip(), (r.stdout, r.stderr)
+        after = [x["id"] for x in json.loads(ok(jd.run("alice", "job-list", "--all", "--json")).stdout)]
+        assert after == before
+    finally:
+        jd.run("alice", "image-delete", p, "--force", "--yes")
+
+
+def test_rerun_of_an_array_task_keeps_its_task_id(jd, projects):
+    p = make_project("alice", projects)
+    ids = submit(jd, "alice", p, "--array", "5-6", "--", "sh", "-c", "echo task=$DS01_ARRAY_TASK_ID")
+    for jid in ids:
+        wait_state(jd, "alice", jid)
+    again = json.loads(ok(jd.run("alice", "job-rerun", str(ids[1]), "--json")).stdout)["id"]
+    j = wait_state(jd, "alice", again)
+    assert j["state"] == "succeeded" and j["array_index"] == 6 and j["array_id"] == ids[0]
+    assert logs(jd, "alice", again) == "task=6\n"
+
+
+def test_status_web_page_and_check_limits_show_jobs(jd, projects):
+    p = make_project("alice", projects)
+    [running] = submit(jd, "alice", p, "--name", "shown", "--", "sh", "-c", "echo secret-arg; sleep 60")
+    wait_state(jd, "alice", running, {"running"})
+    [queued] = submit(jd, "alice", p, "--after", str(running), "--", "true")
+    try:
+        st = json.loads(ok(jd.run("bob", "ds01", "status", "--json")).stdout)  # everyone sees the board
+        assert running in [j["id"] for j in st["jobs"]["running"]]
+        assert queued in [j["id"] for j in st["jobs"]["queued"]]
+        assert "secret-arg" not in json.dumps(st["jobs"])  # never the command
+        text = ok(jd.run("alice", "ds01", "status")).stdout
+        assert "Batch jobs" in text and "shown" in text and re.search(r"jobs: [1-9]\d* running, [1-9]\d* queued", text)
+        lim = json.loads(ok(jd.run("alice", "check-limits", "--json")).stdout)
+        assert lim["usage"]["jobs_running"] >= 1 and lim["usage"]["jobs_queued"] >= 1
+        assert lim["left"]["jobs_queued"] == lim["limits"]["max_jobs_queued"] - lim["usage"]["jobs_queued"]
+        text = ok(jd.run("alice", "check-limits")).stdout
+        row = [line for line in text.splitlines() if line.startswith("batch jobs running")]
+        assert row and "4" in row[0]  # max_jobs_running of this daemon
+        req = urllib.request.Request(f"http://127.0.0.1:{jd.web_port}/",
+                                     headers={"Host": f"127.0.0.1:{jd.web_port}"})
+        page = urllib.request.urlopen(req, timeout=10).read().decode()
+        assert 'id="jobs"' in page and f"<td>{running}</td>" in page and f"<td>{queued}</td>" in page
+        assert "secret-arg" not in page
+    finally:
+        ok(jd.run("alice", "job-cancel", str(queued), str(running)))

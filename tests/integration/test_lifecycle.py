@@ -128,6 +128,9 @@ def test_idle_stopped_after_two_warnings_busy_kept_gpu_released_queue_served(lc,
     started = wait_status(docker_client, d, waiting_p, "running", 6)
     assert started is not None, d.log_tail()
     assert started - stopped <= 1.0 + 2 * TICK + SLACK
+    end = time.time() + 5  # recorded once the queued deploy returned
+    while time.time() < end and not events(d, "queue.served", waiting_p):
+        time.sleep(0.1)
     assert events(d, "queue.served", waiting_p)
     # the CPU-busy neighbour keeps running, with no warning
     time.sleep(1)

@@ -143,3 +143,14 @@ def test_limits_set_without_a_config_file_creates_one(tmp_path):
     ca.limits_change(SimpleNamespace(name="root", uid=0), "root", None, False, {"max_gpus": 2}, [])
     assert parse_config(p.read_text()).users["root"].max_gpus == 2 and ctx.config.users["root"].max_gpus == 2
     assert (p.stat().st_mode & 0o777) == 0o644
+
+
+def test_engine_checks_want_no_new_privileges_for_build_steps():
+    from ds01.services.config_admin import engine_checks
+
+    (good,) = engine_checks(["name=seccomp,profile=default", "name=no-new-privileges"])
+    (weak,) = engine_checks(["name=seccomp,profile=default"])
+    (unknown,) = engine_checks(None)
+    assert good["status"] == "ok"
+    assert weak["status"] == "warn" and "no-new-privileges" in weak["fix"]
+    assert unknown["status"] == "warn"

@@ -61,6 +61,11 @@ class ExecHandle:
 
 
 class RuntimeBackend(abc.ABC):
+    def security_options(self) -> list[str] | None:
+        """The engine's host-wide security options (``docker info`` SecurityOptions, e.g.
+        ``name=no-new-privileges``); None when the backend cannot tell."""
+        return None
+
     @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> ContainerInfo:
         """Create (do not start) a container from ``spec``. Raises Conflict if the name is taken.

@@ -350,6 +350,12 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
             return None
         return int(info.get("Pid") or 0) or None if info.get("Running") else None
 
+    def security_options(self) -> list[str] | None:
+        try:
+            return [str(o) for o in self.api.info().get("SecurityOptions") or []]
+        except (self._err.APIError, OSError):
+            return None
+
     def image_exists(self, ref: str) -> bool:
         try:
             self.api.inspect_image(ref)

@@ -333,6 +333,23 @@ def own_path_checks(paths: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
     return out
 
 
+def engine_checks(security_options: list[str] | None) -> list[dict[str, Any]]:
+    """Host-wide engine settings the isolation relies on. Build steps cannot be given
+    no-new-privileges per build (the engine's build API refuses security options), so the
+    engine's own default is the only way to have it there."""
+    if security_options is None:
+        return [{"check": "engine:no-new-privileges", "status": "warn",
+                 "detail": "the container engine did not say which security options it enforces",
+                 "fix": "check that dockerd is running and answering"}]
+    if any(o.split(",")[0] == "name=no-new-privileges" for o in security_options):
+        return [{"check": "engine:no-new-privileges", "status": "ok",
+                 "detail": "the engine applies no-new-privileges to every container, build steps included"}]
+    return [{"check": "engine:no-new-privileges", "status": "warn",
+             "detail": "build steps run without no-new-privileges (setuid binaries in a RUN step gain privileges)",
+             "fix": 'set "no-new-privileges": true in /etc/docker/daemon.json (or dockerd --no-new-privileges) '
+                    "and restart the engine"}]
+
+
 def _bits(m: int) -> str:
     who = []
     if m & 0o070:

@@ -55,9 +55,12 @@ def routes(s: Services) -> list[web.RouteDef]:
     async def doctor(request: web.Request) -> web.Response:
         query(request, set())
         require_admin(request, ctx, "the doctor")
-        from ds01.services.config_admin import own_path_checks
+        from ds01.services.config_admin import engine_checks, own_path_checks
 
-        return json_response({"checks": await in_thread(own_path_checks, admin().own_files)})
+        def run() -> list[dict]:
+            return own_path_checks(admin().own_files) + engine_checks(ctx.runtime.security_options())
+
+        return json_response({"checks": await in_thread(run)})
 
     return [
         web.post("/v1/admin/reload", reload),

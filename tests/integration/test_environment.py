@@ -282,3 +282,10 @@ def test_check_limits_says_where_each_limit_comes_from(daemon):
     r = ok(daemon.run("adm", "check-limits", "--user", USERS["alice"]))
     header = r.stdout.splitlines()[1]
     assert header.split()[-1].lower() == "from" and "default" in r.stdout, r.stdout
+
+
+def test_check_config_suggests_the_nearest_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("containers:\n  stop_timout: 5\n")
+    p = subprocess.run([str(BIN / "ds01d"), "--check-config", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 2 and "containers.stop_timout: unknown key (did you mean stop_timeout?)" in p.stderr

@@ -112,7 +112,7 @@ def test_not_running_asks_the_client_to_start_it_unless_no_start(tmp_path, keys)
     svc, _ = service(tmp_path, FakeRuntime(), missing)
     with pytest.raises(Conflict) as e:
         svc.open(ALICE, ALICE, "p", start=True)
-    assert e.value.details == {"start": True}
+    assert e.value.details == {"start": True, "exists": False}
     with pytest.raises(NotFound) as e2:
         svc.open(ALICE, ALICE, "p", start=False)
     assert not e2.value.details

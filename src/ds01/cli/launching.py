@@ -81,7 +81,10 @@ def replace_outdated(project: str, yes: bool, as_json: bool) -> None:
 
         agree = ask(questionary.confirm(question, default=True))
     if agree:
-        api.container_retire(Client(), project)
+        from ds01.cli.verbs import checked
+
+        # agreeing to a new image is not agreeing to kill running work: that asks on its own
+        checked(lambda check: api.container_retire(Client(), project, check_work=check), yes)
         if not as_json:
             ok(f"retired the old container of {project}")
         return

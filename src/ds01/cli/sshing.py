@@ -32,7 +32,8 @@ def container_ssh(project: str, *, start: bool = True, launch_args: list[str] | 
     except DS01Error as e:
         if not (start and e.details.get("start")):
             raise
-    rc = launch(project, list(launch_args))
+        exists = bool(e.details.get("exists"))
+    rc = launch(project, list(launch_args), exists)
     if rc:
         # the daemon records the refusal (e.g. a project that is not the caller's); the launch's
         # own message was already printed
@@ -43,9 +44,12 @@ def container_ssh(project: str, *, start: bool = True, launch_args: list[str] | 
     return bridge(project, start=False, out_fd=out_fd)
 
 
-def launch(project: str, args: list[str]) -> int:
+def launch(project: str, args: list[str], exists: bool = False) -> int:
     """``project-launch PROJECT --background ARGS`` (through click: this runs only when the
-    container is not running, so it is not the hot path), printing on stderr; its exit code."""
+    container is not running, so it is not the hot path), printing on stderr; its exit code.
+    A stopped container of a project without a Dockerfile (made by container-create) is started
+    as it is (``container-start``); without a container such a project is refused by the launch
+    (a mistyped name must not create a container)."""
     import click
 
     from ds01.cli.app import _load
@@ -53,6 +57,9 @@ def launch(project: str, args: list[str]) -> int:
 
     def run() -> int:
         try:
+            if exists and not _has_dockerfile(project):
+                _load("container-start").main([project], prog_name="container-start", standalone_mode=False)
+                return 0
             _load("project-launch").main([project, "--background", *args], prog_name="project-launch",
                                          standalone_mode=False)
             return 0
@@ -61,6 +68,12 @@ def launch(project: str, args: list[str]) -> int:
             return e.exit_code
 
     return guarded(run) or 0
+
+
+def _has_dockerfile(project: str) -> bool:
+    from ds01.cli import workspaces
+
+    return os.path.isfile(os.path.join(workspaces.path(project), "Dockerfile"))
 
 
 # --------------------------------------------------------------------------- vscode-setup

@@ -28,6 +28,7 @@ log = logging.getLogger("ds01d")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER = web.RequestKey("caller", Caller)
+CONTEXT = web.RequestKey("context", Context)  # for helpers that audit (stream_ndjson)
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -59,6 +60,9 @@ async def stream_ndjson(request: web.Request, items: Iterator[dict], cancel: thr
             for item in items:
                 put(item)
         except DS01Error as e:
+            ctx = request.get(CONTEXT)
+            if ctx is not None and e.http_status == 403:  # a refusal after the stream began: audited too
+                audit_refusal(ctx, request, e)
             put({"error": e.to_dict()})
         except Exception:
             log.exception("internal error in a streamed request %s", request.path)
@@ -181,6 +185,7 @@ def api_middleware(ctx: Context) -> Callable[[web.Request, Handler], Awaitable[w
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[CONTEXT] = ctx
         try:
             _pid, uid, gid = peer_credentials(request)
             request[CALLER] = await asyncio.to_thread(caller_from_uid, uid, gid, ctx.config.admin_group)

@@ -198,8 +198,12 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     summary.update(await asyncio.to_thread(services.jobs.recover))  # jobs ran on while we were down
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
     await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir, False)  # the files just created
+    # (never more than the descriptors allow: accept must not fail for lack of them)
+    max_conns = min(cfg.daemon.max_connections, max(16, nofile - 512))
+    if max_conns < cfg.daemon.max_connections:
+        log.warning("daemon.max_connections lowered to %d: only %d open files are allowed", max_conns, nofile)
     guard = connections.ConnectionGuard(
-        "api socket", cfg.daemon.max_connections, cfg.daemon.max_connections_per_user,
+        "api socket", max_conns, cfg.daemon.max_connections_per_user,
         cfg.daemon.admin_connection_reserve, cfg.daemon.connection_idle_timeout,
         is_admin=lambda uid: is_admin_uid(uid, services.ctx.config.admin_group),
         on_refused=connections.refusal_auditor(events, "api socket"))
@@ -215,7 +219,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     await site.start()
     os.chmod(socket_path, cfg.daemon.socket_mode)
     log.info("listening on %s (instance %s; %s; up to %d connections, %d per user; %d open files)", socket_path,
-             ctx.instance, ", ".join(f"{k}={v}" for k, v in summary.items()), cfg.daemon.max_connections,
+             ctx.instance, ", ".join(f"{k}={v}" for k, v in summary.items()), max_conns,
              cfg.daemon.max_connections_per_user, nofile)
 
     obs = Observability(services, metrics)

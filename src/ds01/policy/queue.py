@@ -70,18 +70,24 @@ def decay(usage_records: Iterable[UsageRecord], now: float, half_life: float) ->
         raise ValueError("half_life must be positive")
     out: dict[str, float] = {}
     lam = 0.0 if math.isinf(half_life) else math.log(2) / half_life
+    exp, get = math.exp, out.get  # (the tick decays every allocation of the window: kept tight)
     for r in usage_records:
-        end = now if r.end is None else min(r.end, now)
-        start = min(r.start, end)
-        if end <= start or r.equivalents <= 0:
+        end = r.end
+        if end is None or now < end:  # end = min(end, now), start = min(start, end), as min() picks
+            end = now
+        start = r.start
+        if end < start:
+            start = end
+        eq = r.equivalents
+        if end <= start or eq <= 0:
             out.setdefault(r.user, 0.0)
             continue
         if lam == 0.0:
             seconds = end - start
         else:
             # integral_start^end e^{-lam (now - t)} dt = (e^{-lam (now-end)} - e^{-lam (now-start)}) / lam
-            seconds = (math.exp(-lam * (now - end)) - math.exp(-lam * (now - start))) / lam
-        out[r.user] = out.get(r.user, 0.0) + r.equivalents * seconds / SECONDS_PER_HOUR
+            seconds = (exp(-lam * (now - end)) - exp(-lam * (now - start))) / lam
+        out[r.user] = get(r.user, 0.0) + eq * seconds / SECONDS_PER_HOUR
     return out
 
 
@@ -120,10 +126,17 @@ def order(
     """
     if aging is not None and aging < 0:
         raise ValueError("aging must be positive (or None to disable)")
-    return sorted(
-        queue_entries,
-        key=lambda e: (round(effective_score(e, usage, weights, now, aging), 9), e.enqueued_at, e.seq, e.id),
-    )
+    # effective_score as one sort key per entry, each user's fair-share score computed once (the
+    # same floats); the entry's position last keeps the sort stable for equal keys
+    entries = list(queue_entries)
+    scores = {u: fair_share_score(usage.get(u, 0.0), weights.get(u, 1.0)) for u in dict.fromkeys(e.user for e in entries)}
+    if aging:
+        keys = [(round(scores[e.user] - (now - e.enqueued_at if now > e.enqueued_at else 0.0) / aging, 9),
+                 e.enqueued_at, e.seq, e.id, i) for i, e in enumerate(entries)]
+    else:
+        keys = [(round(scores[e.user], 9), e.enqueued_at, e.seq, e.id, i) for i, e in enumerate(entries)]
+    keys.sort()
+    return [entries[k[-1]] for k in keys]
 
 
 LimitsFor = Callable[[QueueEntry], "tuple[EffectiveLimits, float] | None"]
@@ -151,8 +164,19 @@ def next_servable(
     reserved: set[str] = set()
     extra_holding: dict[str, float] = {}
     out: list[tuple[QueueEntry, Allocation]] = []
+    # Requests (by value) that found too few free devices and reserved what they could use.
+    # ``taken`` and ``reserved`` only grow during a walk, so an equal request later finds even
+    # fewer: whatever its user's limits say, it starts nothing and reserves nothing new. Skipping
+    # it gives the same result and makes a walk over hundreds of waiting jobs that ask for a few
+    # kinds of request cost a few device scans instead of one per entry.
+    short: set[GpuRequest] = set()
     for entry in ordered:
         req = entry.request
+        try:
+            if req in short:
+                continue
+        except TypeError:  # an unhashable (invalid) value: validate below refuses it
+            pass
         if req.kind == "none" or validate(inventory, req) is not None:
             continue
         blocked = taken | reserved
@@ -180,5 +204,12 @@ def next_servable(
         else:
             # Blocked: keep every free device it could use for it.
             reserved.update(d.uuid for d in candidates(inventory, req) if d.uuid not in taken)
+            # (a capacity denial of decide may also be "the free ones are too large for this
+            # user's limits": only "too few free" holds for every later user)
+            if limits_for is None or pick_devices(inventory, blocked, req) is None:
+                try:
+                    short.add(req)
+                except TypeError:
+                    pass
     return out
 

@@ -153,13 +153,14 @@ class SshService:
 
     def open(self, actor: Caller, who: Caller, ref: str, *, start: bool) -> ExecSession:
         """Start ``sshd -i`` in ``who``'s running container of ``ref``. With ``start``, a missing
-        or stopped container is a :class:`Conflict` with ``details.start`` and no event (the client
-        launches it and asks again); the route records every other refusal as an event."""
+        or stopped container is a :class:`Conflict` with ``details.start`` (and ``details.exists``
+        for a stopped one) and no event: the client starts it and asks again. The route records
+        every other refusal as an event."""
         try:
             rec = self.containers.exec_target(who, ref, False, actor)
         except (NotFound, Conflict) as e:
             if start:
-                raise Conflict(e.message, e.hint, {"start": True}) from None
+                raise Conflict(e.message, e.hint, {"start": True, "exists": isinstance(e, Conflict)}) from None
             raise
         sshd, env = self._probe(who, rec)
         keys = read_authorized_keys(who)

@@ -126,10 +126,12 @@ def bench_submit(rounds: int) -> tuple[float, float, float]:
 
     def wait_end(jid: str) -> None:
         end = time.time() + 60
-        while job_state(jid) not in ("succeeded", "failed", "timeout", "cancelled", "lost"):
+        while (state := job_state(jid)) not in ("succeeded", "failed", "timeout", "cancelled", "lost"):
             if time.time() > end:
                 raise SystemExit(f"job {jid} did not end")
             time.sleep(0.2)
+        if state != "succeeded":
+            raise SystemExit(f"job {jid} {state}")
 
     ds, dk = [], []
     try:

@@ -340,17 +340,20 @@ def test_an_image_without_sshd_is_refused_with_the_fix(daemon, docker_client, ke
 # --------------------------------------------------------------------------- lifecycle
 
 
-def test_the_session_ends_when_the_container_stops_and_no_start_refuses(daemon, docker_client, project, keys):
-    session = subprocess.Popen(keys.argv("ssh", f"{project}.ds01", "echo up; sleep 300"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+def test_an_ssh_session_is_a_shell_not_work_and_ends_when_the_container_stops(daemon, project, keys):
+    argv = keys.argv("ssh", "-tt", f"{project}.ds01")
+    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=60, dimensions=(24, 80))
     try:
-        assert session.stdout.readline() == b"up\n"
+        child.sendline("echo READY")
+        child.expect("READY")
+        # sshd and the login shell are not work: a stop without --yes is not refused
         t0 = time.monotonic()
-        ok(daemon.run("alice", "container-stop", project, "--yes"))
-        session.wait(30)
+        r = ok(daemon.run("alice", "container-stop", project))
+        assert "still running" not in r.stderr
+        child.expect(pexpect.EOF, timeout=30)
         assert time.monotonic() - t0 < 30
     finally:
-        session.kill()
+        child.close(force=True)
     r = daemon.run("alice", "container-ssh", project, "--no-start", input="")
     assert r.returncode != 0 and "not running" in r.stderr
     assert events(daemon, "container.ssh")[-1]["result"] == "denied"

@@ -151,3 +151,14 @@ def test_the_status_page_hides_user_names_unless_the_admin_enables_them(d):
         assert USERS["alice"] not in page(d, "/")[1]
     finally:
         ok(d.run("alice", "container-remove", p, "--force"))
+
+
+def test_user_setup_makes_an_existing_open_workspace_private(d):
+    ws = os.path.join(home("carol"), "workspace")
+    if not os.path.isdir(ws):
+        subprocess.run(["runuser", "-u", USERS["carol"], "--", "mkdir", ws], check=True)
+    os.chmod(ws, 0o755)
+    shown = ok(d.run("carol", "user-setup")).stdout  # no terminal, no --yes: said, not done
+    assert "readable by other users" in shown and "chmod 700 ~/workspace" in shown and mode(ws) == 0o755
+    r = ok(d.run("carol", "user-setup", "--yes"))
+    assert "✓ workspace" in r.stdout and mode(ws) == 0o700, r.stdout

@@ -106,16 +106,3 @@ def test_fast_walk_decides_like_the_plain_one(raw, held, records, aging, with_li
     got = [(e.id, a) for e, a in next_servable(ordered, INV, held_map, lf)]
     assert got == [(e.id, a) for e, a in ref_next_servable(ordered, INV, held_map, lf)]
 
-
-def test_a_request_too_large_for_one_users_limits_does_not_stop_an_equal_one_of_another_user():
-    # free: one 2g and two 1g instances (every other device held); u1 (max_gpus 0.5) asks for
-    # --mig 3: the three free ones are 4/7 > 0.5 ("capacity": smaller ones may free up), while
-    # u0 asking the same right behind gets them
-    free = {d.uuid for d in INV.mig_instances if d.profile == "2g.20gb"}
-    free |= {d.uuid for d in INV.mig_instances if d.profile == "1g.10gb" and d.parent_index == 4}
-    held = {u: "x" for u in DEVICES if u not in free}
-    entries = [QueueEntry(id="a", user="u1", request=GpuRequest(mig=3), enqueued_at=0.0),
-               QueueEntry(id="b", user="u0", request=GpuRequest(mig=3), enqueued_at=1.0)]
-    got = next_servable(entries, INV, held, lambda e: (LIMITS[e.user], 0.0))
-    ref = ref_next_servable(entries, INV, held, lambda e: (LIMITS[e.user], 0.0))
-    assert [e.id for e, _ in got] == [e.id for e, _ in ref] == ["b"]

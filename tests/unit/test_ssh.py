@@ -163,3 +163,13 @@ def test_user_setup_points_to_the_container_way_in():
     g = ssh_guidance("alice", "gpu1.lab")
     assert "Host *.ds01" in g and "ProxyCommand ssh -T alice@gpu1.lab container-ssh %n" in g
     assert "vscode-setup" in check_vscode(True).detail and check_vscode(False).ok is None
+
+
+def test_stop_and_retire_do_not_list_ssh_or_the_vscode_server_as_work():
+    from ds01.services.processes import is_work
+
+    ignore = frozenset(LifecycleConfig().ignore_processes)
+    p = {"pid": 7, "name": "node", "command": "/home/alice/.vscode-server/cli/servers/Stable-1/server/node x.js"}
+    assert not is_work(p, ignore)
+    assert not is_work({"pid": 8, "name": "sshd", "command": "sshd: alice@pts/0"}, ignore)
+    assert is_work({"pid": 9, "name": "node", "command": "node train.js"}, ignore)

@@ -307,7 +307,7 @@ def test_replace_outdated_without_a_tty_keeps_it_and_says_how(monkeypatch, capsy
     stamps.write_stamp("p", {"hash": "h", "image_id": "a", "workspace": "/w"})
     monkeypatch.setattr(verbs, "find_container", lambda p, missing_ok=False: {"project": p, "status": "running"})
     retired = []
-    monkeypatch.setattr(launching.api, "container_retire", lambda c, p: retired.append(p))
+    monkeypatch.setattr(launching.api, "container_retire", lambda c, p, **kw: retired.append(p))
     monkeypatch.setattr(launching, "is_tty", lambda: False)
     launching.replace_outdated("p", False, False)
     out = capsys.readouterr().out

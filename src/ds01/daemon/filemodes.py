@@ -31,7 +31,8 @@ def layout(paths: Paths, socket_dir: Path | None) -> list[tuple[Path, int, bool]
     """(path, mode, is a directory) for everything the daemon owns; directories first.
     ``socket_dir`` None: the socket lives somewhere the daemon does not own (``--socket``)."""
     dirs = [(paths.state_dir, STATE_DIR), (paths.state_dir / "mounts", STATE_DIR),
-            (paths.state_dir / "accounts", STATE_DIR), (paths.log_dir, LOG_DIR)]
+            (paths.state_dir / "accounts", STATE_DIR), (paths.state_dir / "jobs", STATE_DIR),
+            (paths.log_dir, LOG_DIR)]
     if socket_dir is not None:
         dirs.append((socket_dir, SOCKET_DIR))
     out = [(p, m, True) for p, m in dirs]

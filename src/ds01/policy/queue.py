@@ -164,11 +164,11 @@ def next_servable(
     reserved: set[str] = set()
     extra_holding: dict[str, float] = {}
     out: list[tuple[QueueEntry, Allocation]] = []
-    # Requests (by value) that found too few free devices and reserved what they could use.
-    # ``taken`` and ``reserved`` only grow during a walk, so an equal request later finds even
-    # fewer: whatever its user's limits say, it starts nothing and reserves nothing new. Skipping
-    # it gives the same result and makes a walk over hundreds of waiting jobs that ask for a few
-    # kinds of request cost a few device scans instead of one per entry.
+    # Requests (by value) that were blocked and so reserved every free device they could use.
+    # ``taken`` and ``reserved`` only grow during a walk, so an equal request later finds none of
+    # its candidates free: whatever its user's limits say, it starts nothing and reserves
+    # nothing new. Skipping it gives the same result, and a walk over hundreds of waiting jobs
+    # that ask for a few kinds of request costs a few device scans instead of one per entry.
     short: set[GpuRequest] = set()
     for entry in ordered:
         req = entry.request
@@ -204,12 +204,9 @@ def next_servable(
         else:
             # Blocked: keep every free device it could use for it.
             reserved.update(d.uuid for d in candidates(inventory, req) if d.uuid not in taken)
-            # (a capacity denial of decide may also be "the free ones are too large for this
-            # user's limits": only "too few free" holds for every later user)
-            if limits_for is None or pick_devices(inventory, blocked, req) is None:
-                try:
-                    short.add(req)
-                except TypeError:
-                    pass
+            try:
+                short.add(req)
+            except TypeError:
+                pass
     return out
 

@@ -51,8 +51,12 @@ def describe(pid: int, proc: str = "/proc", uptime: float | None = None) -> dict
 
 
 def is_work(p: dict[str, Any], ignore: frozenset[str]) -> bool:
-    """Whether a process counts as work: not a shell/init/multiplexer, not ``sleep infinity``."""
+    """Whether a process counts as work: not a shell/init/multiplexer, not ``sleep infinity``;
+    an ``ignore`` entry with a '/' matches the command's path (the VS Code server)."""
     if p["name"] in ignore or p["pid"] == 1:
+        return False
+    argv0 = p["command"].split(" ", 1)[0]
+    if any("/" in i and i in argv0 for i in ignore):
         return False
     return not (p["name"] == "sleep" and p["command"].split()[1:2] in (["infinity"], ["inf"]))
 

@@ -171,7 +171,8 @@ class SshService:
                                              user=f"{who.uid}:{who.gid}", env=exec_env, workdir="/workspace",
                                              tty=False)
         self.ctx.emit("container.ssh", who, rec.project, data={"container": rec.docker_name}, actor=actor)
-        return ExecSession(self.ctx.runtime, handle, rec.project)
+        # with the container id: a client that vanishes takes sshd's process group with it
+        return ExecSession(self.ctx.runtime, handle, rec.project, rec.docker_id or "")
 
     # -- the image's sshd --------------------------------------------------------------------
     def _probe(self, who: Caller, rec: ContainerRecord) -> tuple[str, dict[str, str]]:
@@ -199,7 +200,7 @@ class SshService:
         """A short command as the user; (exit code, stdout)."""
         handle = self.ctx.runtime.exec_start(rec.docker_id or "", cmd, user=f"{who.uid}:{who.gid}",
                                              env=user_env(who, rec.gpus), workdir="/", tty=False)
-        session = ExecSession(self.ctx.runtime, handle, rec.project)
+        session = ExecSession(self.ctx.runtime, handle, rec.project, rec.docker_id or "")
         out = []
         try:
             session.end_input()

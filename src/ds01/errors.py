@@ -85,6 +85,22 @@ class Busy(Conflict):
     exit_code = 13
 
 
+class StateBusy(Busy):
+    """The state database's write lock stayed taken (another process) past the bounded wait."""
+
+    code = "state_busy"
+    http_status = 503
+
+
+class StateUnavailable(DS01Error):
+    """The state database cannot be used: its storage failed (disk full, I/O error, read-only,
+    corrupt), or at start-up it is not a DS01 database of a known schema version."""
+
+    code = "state_unavailable"
+    http_status = 503
+    exit_code = 14
+
+
 class CapacityExhausted(DS01Error):
     """The quota allows it but the machine has no free device now (use --queue to wait)."""
 
@@ -107,6 +123,13 @@ class RuntimeFailure(DS01Error):
     code = "runtime_error"
     http_status = 502
     exit_code = 10
+
+
+class EngineUnavailable(RuntimeFailure):
+    """The container engine does not answer (stopped, restarting or hung): no input can fix it."""
+
+    code = "engine_unavailable"
+    http_status = 503
 
 
 class BuildFailed(DS01Error):
@@ -141,9 +164,12 @@ ERRORS: dict[str, type[DS01Error]] = {
         PolicyDenied,
         Conflict,
         Busy,
+        StateBusy,
+        StateUnavailable,
         CapacityExhausted,
         DaemonUnavailable,
         RuntimeFailure,
+        EngineUnavailable,
         BuildFailed,
         ConfigError,
         Interrupted,

@@ -226,8 +226,8 @@ def test_sftp_and_scp_put_files_into_the_workspace(project, keys):
 def test_local_forward_reaches_a_server_inside_the_container_only(daemon, docker_client, project, keys):
     cport, lport = 9071, free_port()
     server = subprocess.Popen(keys.argv("ssh", "-L", f"127.0.0.1:{lport}:127.0.0.1:{cport}", f"{project}.ds01",
-                                        f"cd /tmp && echo inside > hello.txt && exec python3 -m http.server "
-                                        f"--bind 127.0.0.1 {cport}"),
+                                        f"cd /tmp && echo inside > hello.txt && echo $$ > srv.pid && "
+                                        f"exec python3 -m http.server --bind 127.0.0.1 {cport}"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         body = None
@@ -250,6 +250,8 @@ def test_local_forward_reaches_a_server_inside_the_container_only(daemon, docker
     finally:
         server.terminate()
         server.wait(10)
+        # as with any ssh server, a command without a terminal outlives a client that went away
+        keys.ssh(f"{project}.ds01", "kill $(cat /tmp/srv.pid)")
 
 
 def test_the_laptop_path_through_the_hosts_sshd(daemon, project, keys):

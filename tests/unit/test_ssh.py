@@ -18,7 +18,7 @@ from ds01.runtime.base import ExecHandle
 from ds01.services import ssh as ssh_mod
 from ds01.services.identity import Caller
 from ds01.services.sampling import CgroupReader
-from ds01.services.ssh import SshService, profile_env, sshd_config
+from ds01.services.ssh import SshService, sshd_config
 
 ALICE = Caller(uid=1001, gid=1001, name="alice", home="/home/alice", group="alice", groups=frozenset(),
                is_admin=False)
@@ -38,11 +38,6 @@ def test_sshd_config_is_keys_only_for_the_caller_with_local_forwarding_and_sftp(
     assert '"SPACE=a b"' in setenv[0]
     assert "HOME=" not in setenv[0] and "BAD" not in setenv[0]
     assert not any(ln.startswith(("ListenAddress", "Port")) for ln in lines)
-
-
-def test_profile_env_restores_path_quoted():
-    assert profile_env({"PATH": "/opt/my venv/bin:/usr/bin"}) == "export PATH='/opt/my venv/bin:/usr/bin'"
-    assert profile_env({}) == ""
 
 
 class FakeRuntime:

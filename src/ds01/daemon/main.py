@@ -4,6 +4,7 @@
     ds01d --root DIR            relocate config, socket, state and logs under DIR (tests)
     ds01d --check-config FILE   validate a config file and exit
     ds01d --print-default-config
+    ds01d --init-state          start with a new state DB when the present one is refused (moved aside)
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--socket", help="socket path (default: <root>/run/ds01/ds01.sock)")
     p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit (0 = valid)")
     p.add_argument("--print-default-config", action="store_true", help="print the embedded defaults as YAML")
+    p.add_argument("--init-state", action="store_true",
+                   help="if the state database is not a DS01 database of a known version, move it aside "
+                        "and start with a new one (its history is lost)")
     p.add_argument("--docker-url", default=os.environ.get("DOCKER_HOST"), help="Docker Engine URL")
     return p.parse_args(argv)
 
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("ds01d is not running as root: it cannot act as other users")
     socket_path = Path(args.socket) if args.socket else paths.socket
     try:
-        asyncio.run(serve(cfg, paths, socket_path, args.docker_url, cfg_path))
+        asyncio.run(serve(cfg, paths, socket_path, args.docker_url, cfg_path, args.init_state))
     except DS01Error as e:
         print(f"ds01d: {e.message}", file=sys.stderr)
         if e.hint:
@@ -115,10 +119,13 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
     containers = ContainerService(ctx, on_release=on_release, images=images)
     jobs = JobService(ctx, containers, images=images, on_release=on_release)
     gpu = GpuService(containers, jobs=jobs)
+    from ds01.services.charts import ChartService
+
+    status = StatusService(containers, gpu)
     return Services(ctx=ctx, images=images, containers=containers, gpu=gpu, jobs=jobs,
-                    lifecycle=LifecycleService(ctx, containers), status=StatusService(containers, gpu),
+                    lifecycle=LifecycleService(ctx, containers), status=status,
                     usage=UsageService(ctx, containers), config_admin=_config_admin(ctx, config_path),
-                    ssh=SshService(ctx, containers))
+                    ssh=SshService(ctx, containers), charts=ChartService(ctx, status))
 
 
 def _config_admin(ctx: Context, config_path: Path | None):
@@ -150,7 +157,8 @@ def build_app(s: Services, metrics: Metrics | None = None) -> web.Application:
     return app
 
 
-async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cfg_path: Path) -> None:
+async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cfg_path: Path,
+                init_state: bool = False) -> None:
     from aiohttp import web
 
     from ds01.daemon.loops import Waker, run_ticks
@@ -167,12 +175,15 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     loop.set_default_executor(ThreadPoolExecutor(max_workers=48, thread_name_prefix="ds01d-worker"))
     from ds01.daemon import connections, filemodes
 
+    from ds01.daemon import pidlock
+
+    pidlock.acquire(paths.state_dir / "ds01d.pid")  # one daemon per root, before anything is touched
     nofile, _ = connections.raise_nofile_limit()  # each connection is a descriptor (issue 15)
     connections.quiet_accept_errors(loop)
     # private by default: owner and mode of every directory and file we own, at each start
     own_socket_dir = socket_path.parent if socket_path.parent == paths.socket.parent else None
     await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir)
-    store = Store(paths.state_db)
+    store = await asyncio.to_thread(Store, paths.state_db, init_state)  # refuses a non-DS01 file
     events = EventLog(paths.events, store, cfg.daemon.events_max_bytes, cfg.daemon.events_keep)
     try:
         runtime = await asyncio.to_thread(DockerBackend, docker_url, 120, str(paths.state_dir / "accounts"))
@@ -196,6 +207,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     app = build_app(services, metrics)
     summary = await asyncio.to_thread(services.containers.reconcile)
     summary.update(await asyncio.to_thread(services.jobs.recover))  # jobs ran on while we were down
+    summary.update(await asyncio.to_thread(services.gpu.recover_serving))  # a queue entry served mid-crash
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
     await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir, False)  # the files just created
     # (never more than the descriptors allow: accept must not fail for lack of them)

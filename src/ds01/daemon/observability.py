@@ -1,4 +1,5 @@
-"""The daemon's TCP listeners for people and Prometheus, plus the usage sampler.
+"""The daemon's TCP listeners for people and Prometheus, plus the usage sampler (memory peaks,
+and the utilization history the charts draw).
 
 Started by ``serve()`` after the API socket is up; each part failing to bind is logged only
 (observability must never keep the daemon from serving users).
@@ -28,7 +29,7 @@ class Observability:
     def _page(self) -> StatusPage:
         ctx = self.s.ctx
         return StatusPage(self.s.status, self.cfg.web, idle=ctx.config.daemon.connection_idle_timeout,
-                          on_refused=refusal_auditor(ctx.events, "status page"))
+                          on_refused=refusal_auditor(ctx.events, "status page"), charts=self.s.charts)
 
     def reconfigure(self) -> None:
         """Re-read the settings after a config reload (between ``stop`` and ``start``)."""
@@ -46,6 +47,11 @@ class Observability:
                 await asyncio.to_thread(self.s.usage.sample_peaks)
             except Exception:
                 log.exception("usage sampling failed")
+            if self.s.charts is not None:  # the charts' utilization history (5-min means)
+                try:
+                    await asyncio.to_thread(self.s.charts.sample)
+                except Exception:
+                    log.exception("utilization sampling failed")
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ds01.services.charts import ChartService
 from ds01.services.config_admin import ConfigAdmin
 from ds01.services.containers import ContainerService
 from ds01.services.context import Context
@@ -34,3 +35,5 @@ class Services:
     config_admin: ConfigAdmin | None = None
     # container-ssh (issue 13); None in unit tests that build Services by hand
     ssh: SshService | None = None
+    # the status page's and dashboard's charts (issue 16); None in unit tests that build Services by hand
+    charts: ChartService | None = None

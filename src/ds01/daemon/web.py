@@ -1,7 +1,9 @@
 """The read-only web status page, served by ds01d on a local TCP address (default 127.0.0.1:9102).
 
-    GET /             server-rendered HTML: GPUs with holders and utilization, capacity, the queue,
-                      recent events; refreshes itself (``<meta http-equiv=refresh>``, no JavaScript)
+    GET /             server-rendered HTML: GPUs with holders and utilization, capacity, charts
+                      (24 h of allocation and utilization per device, the week's GPU-hours per
+                      user: inline SVG, ``ds01.svg``), the queue, recent events; refreshes
+                      itself (``<meta http-equiv=refresh>``, no JavaScript)
     GET /status.json  the same data as JSON
     GET /healthz      "ok"
 
@@ -31,6 +33,8 @@ from typing import Any, Callable
 from aiohttp import web
 
 from ds01.daemon.connections import ConnectionGuard, tcp_site
+from ds01.svg import CSS as CHART_CSS
+from ds01.svg import charts_html
 
 log = logging.getLogger("ds01d")
 
@@ -77,7 +81,7 @@ def render(data: dict[str, Any], refresh: float) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f'<meta http-equiv="refresh" content="{int(refresh)}">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        "<title>DS01 status</title>", f"<style>{CSS}</style></head><body>",
+        "<title>DS01 status</title>", f"<style>{CSS}{CHART_CSS}</style></head><body>",
         "<h1>DS01 status</h1>",
         f'<div class="muted">updated {_e(_when(now))} · refreshes every {int(refresh)} s · '
         f'<a href="status.json">status.json</a></div>',
@@ -129,6 +133,8 @@ def render(data: dict[str, Any], refresh: float) -> str:
                    f'<td>{_e(_ago(h["since"], now)) if h else ""}</td><td>{util}</td><td>{_e(mem)}</td>'
                    f'<td>{", ".join(ptxt) or "<span class=muted>-</span>"}</td></tr>')
     out.append("</tbody></table>")
+
+    out.append(charts_html(data.get("charts")))
 
     out.append('<h2>Queue</h2><table id="queue"><thead><tr><th>#</th><th>user</th><th>project</th>'
                "<th>waiting for</th><th>waited</th></tr></thead><tbody>")
@@ -184,8 +190,9 @@ def allowed_hosts(listen_host: str, port: int) -> set[str]:
 
 class StatusPage:
     def __init__(self, status: Any, web_cfg: Any, idle: float = 5.0,
-                 on_refused: Callable[[int, dict, str], None] | None = None):
+                 on_refused: Callable[[int, dict, str], None] | None = None, charts: Any = None):
         self.status = status
+        self.charts = charts
         self.cfg = web_cfg
         self._cache: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
@@ -204,6 +211,11 @@ class StatusPage:
             if self._cache and time.monotonic() - self._cache[0] < 1.0:
                 return self._cache[1]
             d = await asyncio.to_thread(self.status.public, self.hide_names, self.cfg.recent_events)
+            if self.charts is not None:
+                try:
+                    d["charts"] = await asyncio.to_thread(self.charts.view, self.hide_names)
+                except Exception:  # the tables still show
+                    log.exception("status page charts failed")
             self._cache = (time.monotonic(), d)
             return d
 

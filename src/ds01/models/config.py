@@ -43,6 +43,9 @@ class Limits(Strict):
     # batch jobs (issue 14): waiting and running at once; running jobs also count in max_gpus
     max_jobs_queued: int | None = Field(None, ge=0)
     max_jobs_running: int | None = Field(None, ge=0)
+    # a user's workspace bytes (issue 16); 0 = no limit. Enforced with a filesystem user quota
+    # where the workspace filesystem has them (see ``disk``), else reported as not enforced
+    max_workspace_bytes: Size | None = Field(None, ge=0)
 
 
 DEFAULT_LIMITS = Limits(
@@ -61,6 +64,7 @@ DEFAULT_LIMITS = Limits(
     priority_weight=1.0,
     max_jobs_queued=100,
     max_jobs_running=4,
+    max_workspace_bytes=0,
 )
 
 
@@ -355,6 +359,23 @@ class NotifyConfig(Strict):
     smtp: SmtpConfig | None = None
 
 
+class DiskConfig(Strict):
+    """Workspace and image bytes per user (issue 16). Measured by the daemon in the background,
+    each user at most every ``sample_interval`` (never per request); ``check-limits`` and the
+    dashboard show the last measurement and its age."""
+
+    sample_interval: Duration = Field(600, ge=1)
+    # one user's workspace walk stops after this long or this many entries; the figure is then
+    # a lower bound, shown as such (a filesystem quota's own count is exact and used instead)
+    walk_budget: Duration = Field(10, gt=0, le=600)
+    max_entries: int = Field(2_000_000, ge=1000)
+    # set a user quota (setquota) on the workspace filesystem for max_workspace_bytes where it
+    # supports quotas (ext4/XFS mounted with usrquota, quotas on); false = report only
+    quotas: bool = True
+    # a running container of a user over max_workspace_bytes is warned again after this
+    warn_interval: Duration = Field(6 * 3600, gt=0)
+
+
 class Config(Strict):
     admin_group: str = "ds01-admin"
     daemon: DaemonConfig = DaemonConfig()
@@ -367,6 +388,7 @@ class Config(Strict):
     observability: ObservabilityConfig = ObservabilityConfig()
     jobs: JobsConfig = JobsConfig()
     notify: NotifyConfig = NotifyConfig()
+    disk: DiskConfig = DiskConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}

@@ -34,6 +34,7 @@ class EffectiveLimits:
     priority_weight: float
     max_jobs_queued: int
     max_jobs_running: int
+    max_workspace_bytes: int
     group: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 

@@ -205,6 +205,12 @@ class RuntimeImages(abc.ABC):
         """Remove a tag (and the image when it was the last one). True if removed, False if it
         did not exist. Raises Conflict while a container uses the image (unless ``force``)."""
 
+    def image_history(self, ref: str) -> list[dict] | None:
+        """The engine's history of ``ref`` (newest step first; each with ``Created``,
+        ``CreatedBy``, ``Size``), or None when the backend cannot tell (then an image counts its
+        own whole size: ``policy/disk.image_bytes``)."""
+        return None
+
     @abc.abstractmethod
     def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
         """``docker import`` of a root filesystem tar file with Dockerfile ``changes``

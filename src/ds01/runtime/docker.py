@@ -32,12 +32,16 @@ def _tmpfs_options(t: Tmpfs) -> str:
 
 
 class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
-    def __init__(self, base_url: str | None = None, timeout: int = 120, accounts_dir: str | None = None):
+    def __init__(self, base_url: str | None = None, timeout: int = 120, accounts_dir: str | None = None,
+                 quick_timeout: float = 3.0):
         """``accounts_dir``: where the generated passwd/group files of each container live (bind
         mounted read-only; cheaper than writing them into the container's layer, which makes the
-        engine mount it). Without one, a private temporary directory is made on the first create."""
+        engine mount it). Without one, a private temporary directory is made on the first create.
+        ``quick_timeout``/``timeout``: the engine's answer waits for reads/changes (engine_health)."""
         import docker
         from docker import errors as derr
+
+        from ds01.runtime import engine_health
 
         self._docker = docker
         self._err = derr
@@ -47,6 +51,8 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
         # requests would consult proxy variables and ~/.netrc on every call; the engine socket is
         # local, so that is pure overhead (~1 ms a call).
         self.api.trust_env = False
+        self.health = engine_health.EngineHealth()
+        engine_health.install(self.api, self.health, quick_timeout, timeout)
         self._lock = threading.Lock()
         # image id -> (/etc/passwd, /etc/group) of that image: the same for every container of it
         self._accounts_cache = AccountCache()
@@ -541,6 +547,14 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
                 raise Conflict(f"image {ref} is in use by a container",
                                "remove the container first (or use --force)") from None
             raise self._fail("removing the image failed", e) from None
+
+    def image_history(self, ref: str) -> list[dict] | None:
+        try:
+            return list(self.api.history(ref))
+        except (self._err.ImageNotFound, self._err.NotFound):
+            return None
+        except self._err.APIError as e:
+            raise self._fail("reading the image history failed", e) from None
 
     def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
         import json

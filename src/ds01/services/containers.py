@@ -166,7 +166,7 @@ class ContainerService:
     # -- L2 verbs --------------------------------------------------------------------------
     def _create(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                cpu_only: bool = False, request: GpuRequest | None = None, ports: list[int] | None = None,
-               queue: bool = False) -> dict[str, Any]:
+               queue: bool = False, queue_id: int | None = None) -> dict[str, Any]:
         """Create (not start) the container of (who, project). GPU devices are decided and recorded
         in one state transaction together with the container record, so concurrent creates can
         never hold a device twice or exceed a limit. With ``queue`` and no free device, the request
@@ -229,6 +229,9 @@ class ContainerService:
             rec = ContainerRecord(id=rec_id, uid=who.uid, user=who.name, project=project, docker_id=None,
                                   docker_name="", image=image, status="creating", created_at=now)
             self.ctx.store.allocate(conn, rec, devices, now)
+            # serving a queued request: its row says so in the same transaction as the record
+            if queue_id is not None and not self.ctx.store.mark_serving(conn, queue_id, rec_id):
+                raise Conflict(f"the queued request {queue_id} is no longer waiting", "see 'gpu-queue'")
         try:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
             source = self._mount_point(workspace, name)
@@ -424,7 +427,7 @@ class ContainerService:
     # -- L3: orchestrators (composed from the L2 verbs above) ------------------------------
     def _deploy(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                request: GpuRequest | None = None, ports: list[int] | None = None,
-               queue: bool = False) -> dict[str, Any]:
+               queue: bool = False, queue_id: int | None = None) -> dict[str, Any]:
         """create + start. Reuses the project's container if it exists (starting it if stopped).
         A start that fails after a successful create is rolled back (container removed, devices
         released), so a half-done deploy never holds GPUs."""
@@ -435,7 +438,8 @@ class ContainerService:
             if existing.status not in ("gone", "creating"):
                 out = self.start(actor, who, project)
                 return {**out, "reused": True}
-        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue)
+        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue,
+                          queue_id=queue_id)
         if out.get("queued"):
             return out
         try:

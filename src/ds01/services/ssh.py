@@ -19,14 +19,14 @@ What the daemon supplies (the choice, and why):
 
 These reach the process through the exec's environment (one exec, no extra round trip); a short
 ``sh`` wrapper writes them to ``$HOME/.ds01/sshd`` (the container's HOME tmpfs, mode 0700),
-unsets the variables and execs sshd. Login shells read ``~/.profile`` (written only when the
-user has none of bash's login files) to put the image's PATH back after Debian's ``/etc/profile``.
+unsets the variables and execs sshd. Commands get the environment from ``SetEnv``; login shells
+(``ssh P.ds01``, VS Code's terminal) from ``/etc/profile.d/00-ds01-env.sh`` like every other way
+in (``ds01.policy.environment``).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import tempfile
 import threading
@@ -49,17 +49,11 @@ WRAPPER = r"""set -e
 umask 077
 d="${HOME:-/tmp}/.ds01/sshd"
 mkdir -p "$d"
-for f in host_key authorized_keys sshd_config env.sh; do
-  case $f in host_key) v=$DS01_SSH_HOST_KEY;; authorized_keys) v=$DS01_SSH_KEYS;;
-             sshd_config) v=$DS01_SSH_CONFIG;; env.sh) v=$DS01_SSH_ENV;; esac
+for f in host_key authorized_keys sshd_config; do
+  case $f in host_key) v=$DS01_SSH_HOST_KEY;; authorized_keys) v=$DS01_SSH_KEYS;; *) v=$DS01_SSH_CONFIG;; esac
   printf '%s\n' "$v" > "$d/$f.$$"; mv -f "$d/$f.$$" "$d/$f"
 done
-unset DS01_SSH_HOST_KEY DS01_SSH_KEYS DS01_SSH_CONFIG DS01_SSH_ENV v
-if [ -n "$HOME" ] && [ ! -e "$HOME/.profile" ] && [ ! -e "$HOME/.bash_profile" ] && [ ! -e "$HOME/.bash_login" ]; then
-  printf '%s\n' '# DS01: login shells keep the image environment (Debian /etc/profile resets PATH)' \
-    '[ -r "$HOME/.ds01/sshd/env.sh" ] && . "$HOME/.ds01/sshd/env.sh"' \
-    'if [ -n "$BASH_VERSION" ] && [ -r "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi' > "$HOME/.profile"
-fi
+unset DS01_SSH_HOST_KEY DS01_SSH_KEYS DS01_SSH_CONFIG v
 exec "$1" -i -e -o LogLevel=ERROR -f "$d/sshd_config" -h "$d/host_key" -o "AuthorizedKeysFile=$d/authorized_keys"
 """
 # set by sshd itself, or by the wrapper's variables: never copied into SetEnv
@@ -107,11 +101,6 @@ def sshd_config(user: str, env: dict[str, str]) -> str:
     if pairs:
         lines.append("SetEnv " + " ".join(pairs))
     return "\n".join(lines)
-
-
-def profile_env(env: dict[str, str]) -> str:
-    """What login shells source after ``/etc/profile``: the container's PATH back."""
-    return f"export PATH={shlex.quote(env['PATH'])}" if env.get("PATH") else ""
 
 
 def read_authorized_keys(who: Caller) -> str:
@@ -166,7 +155,7 @@ class SshService:
         keys = read_authorized_keys(who)
         host_key = self.host_key(who)
         exec_env = {**user_env(who, rec.gpus), "DS01_SSH_HOST_KEY": host_key, "DS01_SSH_KEYS": keys,
-                    "DS01_SSH_CONFIG": sshd_config(who.name, env), "DS01_SSH_ENV": profile_env(env)}
+                    "DS01_SSH_CONFIG": sshd_config(who.name, env)}
         handle = self.ctx.runtime.exec_start(rec.docker_id, ["/bin/sh", "-c", WRAPPER, "ds01-sshd", sshd],
                                              user=f"{who.uid}:{who.gid}", env=exec_env, workdir="/workspace",
                                              tty=False)

@@ -32,8 +32,7 @@ class EventsStore(StoreBase):
 
     def prune_events(self, before: float) -> int:
         """Drop events older than ``before`` (the JSON-lines files keep their own rotation)."""
-        with self._lock:
-            return self._conn.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount
+        return self._cursor(None, "DELETE FROM events WHERE time < ?", (before,)).rowcount
 
     def events(self, since: float = 0, uid: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         if uid is None:

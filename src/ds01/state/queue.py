@@ -34,6 +34,21 @@ class QueueStore(StoreBase):
             " VALUES (?,?,?,?,?,?,?, 'waiting')",
             (uid, user, project, json.dumps(request), image, json.dumps(ports), now)).lastrowid
 
+    def mark_serving(self, conn: Tx, queue_id: int, container: int) -> bool:
+        """In the transaction that records ``container`` for it: the request is being served
+        (no longer waiting). False if it was not waiting (cancelled meanwhile)."""
+        return self._cursor(conn, "UPDATE queue SET status='serving', container=? WHERE id=? AND status='waiting'",
+                            (container, queue_id)).rowcount == 1
+
+    def serving(self) -> list[dict[str, Any]]:
+        """Requests a daemon was serving when it stopped (start-up finishes or undoes them)."""
+        return [dict(r) for r in self._query("SELECT * FROM queue WHERE status='serving' ORDER BY id")]
+
+    def requeue(self, queue_id: int) -> None:
+        """A half-served request waits again (its container was undone)."""
+        self._execute("UPDATE queue SET status='waiting', container=NULL WHERE id=? AND status='serving'",
+                      (queue_id,))
+
     def end_queued(self, queue_id: int, status: str, now: float, note: str | None = None) -> None:
         """Mark a request served, cancelled or failed (``note``: why it failed)."""
         if status not in ENDED:

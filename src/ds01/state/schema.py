@@ -6,8 +6,15 @@ additive migrations that bring a DB written by an older ds01d up to it.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import time
 from pathlib import Path
+
+from ds01.errors import StateUnavailable
+
+log = logging.getLogger("ds01d")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -60,9 +67,10 @@ CREATE TABLE IF NOT EXISTS queue (
     image       TEXT NOT NULL,
     ports       TEXT NOT NULL DEFAULT '[]',
     enqueued_at REAL NOT NULL,
-    status      TEXT NOT NULL,          -- waiting | served | cancelled | failed
+    status      TEXT NOT NULL,          -- waiting | serving | served | cancelled | failed
     ended_at    REAL,
-    note        TEXT
+    note        TEXT,
+    container   INTEGER                 -- serving: the containers row made for it (same transaction)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS queue_waiting ON queue(uid, project) WHERE status = 'waiting';
 
@@ -176,28 +184,116 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_uid ON jobs(uid, state);
 CREATE INDEX IF NOT EXISTS jobs_array ON jobs(array_id, state);
+-- small daemon facts (the last write probe: Store.ensure_writable)
+CREATE TABLE IF NOT EXISTS meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT
+);
 -- usage reports scan allocations and events by time window
 CREATE INDEX IF NOT EXISTS allocations_end ON allocations(end);
 CREATE INDEX IF NOT EXISTS events_uid_time ON events(uid, time);
 """
 
 
+# The schema version this ds01d writes (PRAGMA user_version). 0 is a DB written before versions
+# were recorded (recognised by its tables); a newer version than this is refused.
+SCHEMA_VERSION = 1
+_DS01_TABLES = {"containers", "allocations", "queue", "events"}
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a state DB written by an older ds01d up to this schema (additive changes only)."""
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(containers)")}
-    for name, decl in (("ports", "TEXT NOT NULL DEFAULT '[]'"), ("request", "TEXT NOT NULL DEFAULT '{}'")):
+    for table, name, decl in (("containers", "ports", "TEXT NOT NULL DEFAULT '[]'"),
+                              ("containers", "request", "TEXT NOT NULL DEFAULT '{}'"),
+                              ("queue", "container", "INTEGER")):  # the record a 'serving' row made
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if name not in cols:
-            conn.execute(f"ALTER TABLE containers ADD COLUMN {name} {decl}")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
-def open_db(path: Path) -> sqlite3.Connection:
+def connect(path: Path, timeout: float = 30) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), shareable between threads
-    (the caller serialises use behind one lock), with the schema in place."""
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    (the caller serialises its use); ``timeout``: how long a write waits for the lock."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
-    migrate(conn)
+    return conn
+
+
+def _refuse(path: Path, why: str) -> StateUnavailable:
+    return StateUnavailable(
+        f"refusing to start: {path} is {why}",
+        f"restore the backup ('ds01 admin backup' makes one: stop ds01d, copy the backup to {path}, "
+        f"remove {path.name}-wal and {path.name}-shm, start ds01d), or start afresh with "
+        "'ds01d --init-state' (the file is moved aside; its history is lost)")
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse anything but a DS01 database of a known schema version."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        raise _refuse(path, f"not a readable SQLite database ({e})") from e
+    if version > SCHEMA_VERSION:
+        raise _refuse(path, f"written by a newer ds01d (schema {version}; this one knows up to {SCHEMA_VERSION})")
+    if version == 0 and not tables:
+        raise _refuse(path, "empty (no DS01 tables): starting on it would silently lose the history")
+    if not _DS01_TABLES <= tables:
+        raise _refuse(path, "not a DS01 state database (its tables are not DS01's)")
+
+
+def _create(path: Path) -> None:
+    """A new DB, made under a temporary name and renamed into place: a crash midway never
+    leaves an empty ``path`` behind (which the next start would refuse)."""
+    tmp = path.with_name(path.name + ".new")
+    for p in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        p.unlink(missing_ok=True)
+    conn = connect(tmp)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+        migrate(conn)
+    finally:
+        conn.close()
+    os.replace(tmp, path)
+
+
+def set_aside(path: Path) -> Path:
+    """Move ``path`` (and its -wal/-shm) out of the way for ``--init-state``; the new name."""
+    aside = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%dT%H%M%S')}")
+    for sfx in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + sfx)
+        if src.exists():
+            os.replace(src, aside.with_name(aside.name + sfx))
+    return aside
+
+
+def open_db(path: Path, init: bool = False, timeout: float = 30) -> sqlite3.Connection:
+    """The writer connection: WAL, foreign keys, this schema, then the additive migrations that
+    bring a DB written by an older ds01d up to it. A missing file is created; anything that is
+    not a DS01 database of a known version is refused (``StateUnavailable``, naming the file and
+    what to do), or with ``init`` moved aside and replaced by a new one."""
+    if not path.exists():
+        _create(path)
+    conn = connect(path, timeout)
+    try:
+        _check(conn, path)
+    except StateUnavailable:
+        conn.close()
+        if not init:
+            raise
+        aside = set_aside(path)
+        log.warning("--init-state: moved %s aside to %s; starting with a new state database", path, aside)
+        _create(path)
+        conn = connect(path, timeout)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        migrate(conn)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise _refuse(path, f"not usable ({e})") from e
     return conn

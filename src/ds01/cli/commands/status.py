@@ -95,6 +95,21 @@ def status_sections(st: dict) -> tuple[list[str], list[Section]]:
     return head, secs
 
 
+def history_rows(charts: dict | None, width: int = 48) -> list[list[Any]]:
+    """Per device: a sparkline of the sampled utilization and of the time held (each character
+    is 24 h / ``width``; blank where nothing was sampled), with the day's means."""
+    from ds01.policy.series import sparkline
+
+    rows = []
+    for d in (charts or {}).get("devices", []):
+        known = [v for v in d["utilization"] if v is not None]
+        held = [100.0 * h for h in d["held"]]
+        rows.append([d["label"], sparkline(d["utilization"], width) if known else "(no samples yet)",
+                     f"{sum(known) / len(known):.0f}%" if known else "-", sparkline(held, width // 2),
+                     f"{sum(held) / len(held):.0f}%" if held else "-"])
+    return rows
+
+
 def dashboard_sections(st: dict) -> tuple[list[str], list[Section]]:
     head, secs = status_sections(st)
     secs = [s for s in secs if not s[0].startswith("Your containers")]
@@ -106,6 +121,8 @@ def dashboard_sections(st: dict) -> tuple[list[str], list[Section]]:
         ("Near limits", ["user", "project", "gpus", "ran", "runtime left", "why"],
          [[n["user"], n["project"], ",".join(n["gpus"]) or "-", _dur(n["ran_s"]), _dur(n["runtime_left_s"]),
            "; ".join(n["reasons"])] for n in st["near_limits"]], "nothing near a limit"),
+        ("GPU history, last 24 h", ["gpu", "utilization", "mean", "held", "held %"],
+         history_rows(st.get("charts")), "no history yet"),
         ("Recent lifecycle actions", ["when", "action", "user", "target", "reason"],
          [[_dur(now - e["time"]) + " ago", e["action"], e.get("user") or "", e.get("target") or "",
            e.get("reason") or ""] for e in st["lifecycle"]], "none"),
@@ -196,18 +213,29 @@ def status(watch: bool, interval: float, as_json: bool) -> None:
 
 @click.command()
 @click.option("--no-stats", is_flag=True, help="skip per-container CPU/memory (faster)")
+@click.option("--web", is_flag=True, help="serve the dashboard, with charts, as a web page on a local port")
+@click.option("--port", type=click.IntRange(0, 65535), default=9103, show_default=True,
+              help="with --web: the local port (0: any free one)")
 @_watch
 @json_opt
-def admin_dashboard(no_stats: bool, watch: bool, interval: float, as_json: bool) -> None:
+def admin_dashboard(no_stats: bool, web: bool, port: int, watch: bool, interval: float, as_json: bool) -> None:
     """(admins) Status for everyone: per-user totals with CPU/memory, containers near their idle
-    or runtime limits, recent lifecycle actions.
+    or runtime limits, a 24 h sparkline per GPU, recent lifecycle actions. With --web, the same
+    as a web page with charts (24 h per GPU, the week's GPU-hours per user) until Ctrl-C.
 
     \b
     Example:
       ds01 admin dashboard
       ds01 admin dashboard --watch --no-stats
+      ds01 admin dashboard --web --port 9103
     """
     c = _client()
+    if web:
+        from ds01.cli.webdash import serve
+
+        api.dashboard(c, stats=False)  # fail here (not an admin, no daemon), not on the first page load
+        return serve(lambda: api.dashboard(c, stats=not no_stats), dashboard_sections, port,
+                     refresh=max(2, int(interval)) if watch else 10)
     _show(lambda: api.dashboard(c, stats=not no_stats),
           dashboard_sections, as_json, watch, interval)
 

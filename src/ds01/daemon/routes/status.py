@@ -5,7 +5,8 @@
                                    (users: their own; admins: everyone's or ?user=U)
     GET /v1/usage                  ?since=30d&until=…&by=user|group|project&user=U
                                    (users: their own; admins: everyone's or ?user=U)
-    GET /v1/admin/dashboard        admins: per-user totals, CPU/memory, near limits, lifecycle (?stats=0)
+    GET /v1/admin/dashboard        admins: per-user totals, CPU/memory, near limits, lifecycle, charts
+                                   (?stats=0)
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def routes(s: Services) -> list[web.RouteDef]:
     async def get_dashboard(request: web.Request) -> web.Response:
         q = query(request, {"stats"})
         who = require_admin(request, ctx, "the admin dashboard")
-        return json_response(await in_thread(status.dashboard, who, q.get("stats", "1") not in ("0", "false", "")))
+        dash = await in_thread(status.dashboard, who, q.get("stats", "1") not in ("0", "false", ""))
+        if s.charts is not None:  # admins see names: the sparklines and `dashboard --web`'s charts
+            dash["charts"] = await in_thread(s.charts.view, False)
+        return json_response(dash)
 
     return [
         web.get("/v1/status", get_status),

@@ -86,9 +86,9 @@ class Busy(Conflict):
 
 
 class StateBusy(Busy):
-    """The state database's write lock stayed taken (another process) past the bounded wait."""
+    """The state database's write lock stayed taken (another process) past the bounded wait.
+    Travels as ``busy`` (exit 13, safe to retry); the message names the state database."""
 
-    code = "state_busy"
     http_status = 503
 
 
@@ -164,7 +164,6 @@ ERRORS: dict[str, type[DS01Error]] = {
         PolicyDenied,
         Conflict,
         Busy,
-        StateBusy,
         StateUnavailable,
         CapacityExhausted,
         DaemonUnavailable,

@@ -98,6 +98,11 @@ def build(project: str, *, no_cache: bool = False, user: str | None = None, as_j
     finally:
         if progress:
             progress.close()
+    if not result:  # the stream ended without its result line: the daemon went away mid-build
+        from ds01.errors import DaemonUnavailable
+
+        raise DaemonUnavailable("the connection to the DS01 daemon ended before the build finished",
+                                "run the command again: a build that completed is reused at once")
     if user is None and project in (result.get("outdated") or ()):
         from ds01.projects.stamps import mark_recheck
 

@@ -28,6 +28,8 @@ class _Response:
     def __init__(self, sock: socket.socket):
         self._f = sock.makefile("rb")
         line = self._f.readline(65537)
+        if not line:  # closed before a byte of answer: the daemon stopped (or was killed) meanwhile
+            raise _cut_off()
         parts = line.decode("latin-1").split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
             raise DS01Error(f"the daemon sent an invalid response: {line[:80]!r}")
@@ -46,18 +48,23 @@ class _Response:
     def _chunks(self) -> Iterator[bytes]:
         if self._chunked:
             while True:
-                size = int(self._f.readline(1024).split(b";")[0].strip() or b"0", 16)
+                head = self._f.readline(1024)
+                if not head:  # the connection ended without the last (empty) chunk
+                    raise _cut_off()
+                size = int(head.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self._f.readline(1024)
                     return
                 data = self._f.read(size)
+                if len(data) < size:
+                    raise _cut_off()
                 self._f.readline(3)
                 yield data
         elif self._left is not None:
             while self._left > 0:
                 data = self._f.read1(min(self._left, 65536))
                 if not data:
-                    return
+                    raise _cut_off()
                 self._left -= len(data)
                 yield data
         else:
@@ -76,6 +83,12 @@ class _Response:
                 yield line
         if buf:
             yield buf
+
+
+def _cut_off() -> DaemonUnavailable:
+    return DaemonUnavailable("the DS01 daemon closed the connection before it finished answering "
+                             "(it stopped or restarted meanwhile)",
+                             "try again in a moment; if it persists, ask an admin to check ds01d")
 
 
 def socket_path_from_env() -> str:
@@ -173,5 +186,8 @@ class Client:
                 if isinstance(item, dict) and isinstance(item.get("error"), dict):
                     raise from_dict(item["error"])
                 yield item
+        except OSError as e:
+            raise DaemonUnavailable(f"lost the connection to the DS01 daemon ({e})",
+                                    "try again; if it persists, ask an admin to check ds01d") from None
         finally:
             conn.close()

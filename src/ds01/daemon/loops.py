@@ -66,6 +66,12 @@ async def tick(s: Services, waker: Waker | None = None) -> None:
     except Exception:
         log.exception("jobs tick failed")
     served = await asyncio.to_thread(s.gpu.serve_queue)
+    disk = getattr(s, "disk", None)
+    if disk is not None:  # who is due for a disk measurement (done in its own thread)
+        try:
+            await asyncio.to_thread(disk.tick)
+        except Exception:
+            log.exception("disk tick failed")
     await asyncio.to_thread(s.jobs.mark_waiting)
     if released or served:
         log.info("tick: released %d device(s), served %d queued request(s)", released, len(served))

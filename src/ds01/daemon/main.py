@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init-state", action="store_true",
                    help="if the state database is not a DS01 database of a known version, move it aside "
                         "and start with a new one (its history is lost)")
-    p.add_argument("--docker-url", default=os.environ.get("DOCKER_HOST"), help="Docker Engine URL")
+    p.add_argument("--docker-url", help="Docker Engine URL (default: the config's engine.url, else DOCKER_HOST)")
     return p.parse_args(argv)
 
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("ds01d is not running as root: it cannot act as other users")
     socket_path = Path(args.socket) if args.socket else paths.socket
     try:
-        asyncio.run(serve(cfg, paths, socket_path, args.docker_url, cfg_path, args.init_state))
+        docker_url = args.docker_url or cfg.engine.url or os.environ.get("DOCKER_HOST")
+        asyncio.run(serve(cfg, paths, socket_path, docker_url, cfg_path, args.init_state))
     except DS01Error as e:
         print(f"ds01d: {e.message}", file=sys.stderr)
         if e.hint:
@@ -99,6 +100,7 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
     constructed. ``on_release`` is called (from worker threads) after GPU devices were released."""
     from ds01.daemon.services import Services
     from ds01.services.containers import ContainerService
+    from ds01.services.disk import DiskService
     from ds01.services.gpus import GpuService
     from ds01.services.images import ImageService
     from ds01.services.jobs import JobService
@@ -118,14 +120,15 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
     images = ImageService(ctx, remove_container=remove_container)
     containers = ContainerService(ctx, on_release=on_release, images=images)
     jobs = JobService(ctx, containers, images=images, on_release=on_release)
-    gpu = GpuService(containers, jobs=jobs)
+    disk = DiskService(ctx, containers.limits_for)
+    gpu = GpuService(containers, jobs=jobs, disk=disk)
     from ds01.services.charts import ChartService
 
     status = StatusService(containers, gpu)
     return Services(ctx=ctx, images=images, containers=containers, gpu=gpu, jobs=jobs,
                     lifecycle=LifecycleService(ctx, containers), status=status,
                     usage=UsageService(ctx, containers), config_admin=_config_admin(ctx, config_path),
-                    ssh=SshService(ctx, containers), charts=ChartService(ctx, status))
+                    ssh=SshService(ctx, containers), charts=ChartService(ctx, status), disk=disk)
 
 
 def _config_admin(ctx: Context, config_path: Path | None):
@@ -186,7 +189,8 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     store = await asyncio.to_thread(Store, paths.state_db, init_state)  # refuses a non-DS01 file
     events = EventLog(paths.events, store, cfg.daemon.events_max_bytes, cfg.daemon.events_keep)
     try:
-        runtime = await asyncio.to_thread(DockerBackend, docker_url, 120, str(paths.state_dir / "accounts"))
+        runtime = await asyncio.to_thread(DockerBackend, docker_url, int(cfg.engine.call_timeout),
+                                          str(paths.state_dir / "accounts"), float(cfg.engine.timeout))
         await asyncio.to_thread(runtime.client.ping)
     except Exception as e:  # fail closed: without the engine nothing can be served correctly
         raise RuntimeFailure(f"cannot reach the Docker Engine: {e}", "start dockerd, then start ds01d again")
@@ -249,6 +253,8 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     await ticker
     log.info("shutting down")
     services.lifecycle.close()
+    if services.disk is not None:
+        services.disk.close()
     await obs.stop()
     events.emit("daemon.stop", target=str(socket_path))
     guard.close()

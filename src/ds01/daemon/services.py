@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ds01.services.charts import ChartService
 from ds01.services.config_admin import ConfigAdmin
 from ds01.services.containers import ContainerService
+from ds01.services.disk import DiskService
 from ds01.services.context import Context
 from ds01.services.gpus import GpuService
 from ds01.services.images import ImageService
@@ -35,5 +36,7 @@ class Services:
     config_admin: ConfigAdmin | None = None
     # container-ssh (issue 13); None in unit tests that build Services by hand
     ssh: SshService | None = None
+    # workspace/image bytes and max_workspace_bytes (issue 16); None in unit tests
+    disk: DiskService | None = None
     # the status page's and dashboard's charts (issue 16); None in unit tests that build Services by hand
     charts: ChartService | None = None

@@ -355,6 +355,18 @@ class SmtpConfig(Strict):
     timeout: Duration = Field(10, gt=0, le=120)
 
 
+class EngineConfig(Strict):
+    """The container engine the daemon talks to, and how long it waits for its answers."""
+
+    # "" = ds01d's --docker-url, else DOCKER_HOST, else the local socket
+    url: str = ""
+    # an engine that does not answer a read (inspect, list) in this long is reported as not
+    # answering (exit 10) instead of leaving the caller waiting
+    timeout: Duration = Field(3, gt=0, le=60)
+    # the wait for a change (create, start, remove); builds, logs and exec streams have none
+    call_timeout: Duration = Field(120, gt=0, le=3600)
+
+
 class NotifyConfig(Strict):
     smtp: SmtpConfig | None = None
 
@@ -388,6 +400,7 @@ class Config(Strict):
     observability: ObservabilityConfig = ObservabilityConfig()
     jobs: JobsConfig = JobsConfig()
     notify: NotifyConfig = NotifyConfig()
+    engine: EngineConfig = EngineConfig()
     disk: DiskConfig = DiskConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []

@@ -46,6 +46,7 @@ class ContainerInfo:
     finished_at: str | None = None
     exit_code: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    oom_killed: bool = False  # the kernel killed it at its memory limit (inspect only)
     image_id: str | None = None  # the engine's id of the image it runs (None: not reported)
 
 

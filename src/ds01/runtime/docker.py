@@ -78,6 +78,7 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
             finished_at=state.get("FinishedAt"),
             exit_code=state.get("ExitCode"),
             env=env,
+            oom_killed=bool(state.get("OOMKilled")),
             image_id=attrs.get("Image") or None,
         )
 

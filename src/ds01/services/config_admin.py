@@ -36,6 +36,7 @@ RESTART_KEYS: dict[str, str] = {
     "daemon.max_body": "the HTTP server's body limit is fixed when it starts",
     "containers.name_prefix": "existing containers' names derive from it",
     "gpu": "the GPU inventory source is opened at start",
+    "engine": "the connection to the container engine is opened at start",
     # the API socket's connection bounds (daemon/connections.py) are set when it opens
     "daemon.max_connections": "the API socket's connection bounds are set when it opens",
     "daemon.max_connections_per_user": "the API socket's connection bounds are set when it opens",

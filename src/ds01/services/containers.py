@@ -24,6 +24,7 @@ from ds01.services.context import Context
 from ds01.services.environment import ca_text
 from ds01.services.identity import Caller
 from ds01.services.oplocks import ProjectLocks
+from ds01.services.stops import report_stop
 from ds01.services.workspace import ensure_workspace, existing_workspace, no_workspace_if_refused, pin_workspace, unpin_workspace
 from ds01.state.db import ContainerRecord
 
@@ -130,6 +131,7 @@ class ContainerService:
                 rec.status = status
                 if "stopped_at" in fields:
                     rec.stopped_at = now
+                    report_stop(self.ctx, rec, info)  # no verb stopped it: say why (issue 16)
         return rec
 
     # -- the verbs' entry points: one verb at a time per project (see services/oplocks.py) ----
@@ -229,8 +231,7 @@ class ContainerService:
             rec = ContainerRecord(id=rec_id, uid=who.uid, user=who.name, project=project, docker_id=None,
                                   docker_name="", image=image, status="creating", created_at=now)
             self.ctx.store.allocate(conn, rec, devices, now)
-            # serving a queued request: its row says so in the same transaction as the record
-            if queue_id is not None and not self.ctx.store.mark_serving(conn, queue_id, rec_id):
+            if queue_id is not None and not self.ctx.store.mark_serving(conn, queue_id, rec_id):  # same tx
                 raise Conflict(f"the queued request {queue_id} is no longer waiting", "see 'gpu-queue'")
         try:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
@@ -387,6 +388,7 @@ class ContainerService:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status == "running":
+            self.ctx.store.ensure_writable()  # a stop that could not be recorded must not happen
             t = self.cfg.containers.stop_timeout if timeout is None else timeout
             try:
                 self.ctx.runtime.stop(rec.docker_id, t)
@@ -404,6 +406,7 @@ class ContainerService:
         if rec.status == "running" and not force:
             raise Conflict(f"the container of {rec.project!r} is running",
                            f"stop it first with 'container-stop {rec.project}' or use --force")
+        self.ctx.store.ensure_writable()  # likewise a remove
         if rec.status != "gone" and rec.docker_id:
             self.ctx.runtime.remove(rec.docker_id, force=force)
         self._unpin(rec.docker_name)
@@ -587,12 +590,13 @@ class ContainerService:
         return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale, "networks": nets}
 
     def _unpin_stale(self) -> int:
-        """Pins left behind by containers that no longer have a live record (e.g. removed with the
-        docker CLI while the daemon was down, or a lost state DB)."""
+        """At start-up no start is in progress, so every pin is left over (a daemon killed
+        mid-start, a container removed while it was down): all come off; the mount points of
+        live containers stay (their bind source). Returns how many were not a live one's."""
         if not self.ctx.mounts_dir or not os.path.isdir(self.ctx.mounts_dir):
             return 0
         live = {r.docker_name for r in self.ctx.store.live_containers()}
-        stale = [n for n in os.listdir(self.ctx.mounts_dir) if n not in live]
-        for name in stale:
-            self._unpin(name)
-        return len(stale)
+        names = os.listdir(self.ctx.mounts_dir)
+        for name in names:
+            self._unpin(name, remove_dir=name not in live)
+        return len([n for n in names if n not in live])

@@ -160,7 +160,9 @@ class DiskService:
         self._cfg_seen: Any = None
         self._q: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._set_file = Path(ctx.paths.state) / "disk-quotas.json" if getattr(ctx, "paths", None) else None
+        # beside the pinned mounts in the daemon's root-only state dir; None (no state dir) in tests
+        mounts_dir = getattr(ctx, "mounts_dir", None)
+        self._set_file = Path(mounts_dir).parent / "disk-quotas.json" if mounts_dir else None
         self._load_set()
 
     @property

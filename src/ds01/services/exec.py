@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+from ds01.errors import DS01Error, EngineUnavailable, RuntimeFailure
 from ds01.policy.containers import user_env
 from ds01.runtime.base import ExecHandle, RuntimeBackend
 from ds01.services.context import Context
@@ -193,6 +194,24 @@ class ExecSession:
                 return self._exit_override if self._exit_override is not None else code
             time.sleep(0.02)
         return None
+
+    def exit_lost(self) -> DS01Error:
+        """Why the engine has no exit code for a process whose output ended: it does not answer
+        (stopped, restarting), or it forgot the exec (restarted) or the container stopped."""
+        try:
+            info = self.runtime.inspect(self.container_id) if self.container_id else None
+        except DS01Error as e:
+            if isinstance(e, EngineUnavailable):
+                return EngineUnavailable("the container engine stopped answering while the command ran; "
+                                         "its exit status is unknown", e.hint)
+            return e
+        if info is None or info.status != "running":
+            return RuntimeFailure("the container stopped while the command ran (did the container engine "
+                                  "restart?); its exit status is unknown",
+                                  f"see 'container-list' and 'events'; start it again with "
+                                  f"'container-start {self.project}'")
+        return RuntimeFailure("the container engine lost track of the command (it may have restarted); "
+                              "its exit status is unknown", "run the command again")
 
     def end_input(self) -> None:
         """EOF on the process's stdin."""

@@ -12,14 +12,17 @@ from ds01.policy.allocation import GpuRequest
 from ds01.policy.queue import QueueEntry, UsageRecord, decay, next_servable, order
 from ds01.services.containers import ContainerService
 from ds01.services.identity import Caller, caller_from_uid
+from ds01.state.db import LIVE
 
 log = logging.getLogger("ds01d")
 
 
 class GpuService:
-    def __init__(self, containers: ContainerService, jobs: Any = None):
+    def __init__(self, containers: ContainerService, jobs: Any = None, disk: Any = None):
         self.containers = containers
         self.ctx = containers.ctx
+        # DiskService (issue 16): workspace/image bytes and max_workspace_bytes; None in unit tests
+        self.disk = disk
         # JobService: queued GPU jobs wait in the same fair-share order as interactive requests
         self.jobs = jobs
 
@@ -69,6 +72,8 @@ class GpuService:
             "over": {k: v for k, v in (("gpus", holding > lim.max_gpus + 1e-9),
                                        ("containers", len(live) > lim.max_containers),
                                        *((k, n > getattr(lim, "max_" + k)) for k, n in jobs.items())) if v},
+            # workspace and image bytes, the last background measurement (services/disk.py)
+            "disk": self.disk.usage(who, lim) if self.disk is not None else None,
         }
 
     # -- queue -----------------------------------------------------------------------------
@@ -156,7 +161,8 @@ class GpuService:
             try:
                 who = caller_from_uid(row["uid"], None, self.ctx.config.admin_group)
                 out = self.containers.deploy(who, who, row["project"], image=row["image"], request=entry.request,
-                                             ports=json.loads(row["ports"] or "[]"), queue=False)
+                                             ports=json.loads(row["ports"] or "[]"), queue=False,
+                                             queue_id=entry.id)
             except CapacityExhausted:
                 continue  # someone was faster; stays queued
             except DS01Error as e:
@@ -173,6 +179,29 @@ class GpuService:
                          f"(devices {', '.join(out.get('gpus') or [])}); open it with 'container-run {row['project']}'")
             served.append(out)
         return served
+
+    def recover_serving(self) -> dict[str, int]:
+        """At start-up, after reconcile: a request whose container was recorded ('serving') but
+        whose serving did not finish (the daemon died) is finished when its container runs, else
+        undone (the container removed, its devices released, the request waiting again)."""
+        finished = undone = 0
+        for row in self.ctx.store.serving():
+            rec = self.ctx.store.get_container(row["container"]) if row["container"] else None
+            if rec is not None and rec.status == "running":
+                self.ctx.store.end_queued(row["id"], "served", self.ctx.clock())
+                self.ctx.events.emit("queue.served", user=row["user"], uid=row["uid"], target=row["project"],
+                                     reason="finished at daemon start", data={"gpus": rec.gpus})
+                finished += 1
+                continue
+            if rec is not None and rec.status in LIVE:
+                try:
+                    who = caller_from_uid(rec.uid, None, self.ctx.config.admin_group)
+                    self.containers.remove(who, who, rec.project, force=True)
+                except DS01Error as e:
+                    log.warning("could not undo the half-served queue entry %s: %s", row["id"], e.message)
+            self.ctx.store.requeue(row["id"])
+            undone += 1
+        return {"queue_finished": finished, "queue_requeued": undone}
 
     def _notify(self, who: Caller, project: str, text: str) -> None:
         from ds01.services.notify import notify

@@ -230,9 +230,25 @@ class StatusService:
         for name, eq in held.items():
             users.setdefault(name, {"user": name, "containers": 0, "running": 0, "gpus": 0.0, "cpu_percent": 0.0,
                                     "memory_bytes": 0})["gpus"] = round(eq, 4)
+        self._disk_columns(users, conts)
         return {**base, "users": sorted(users.values(), key=lambda u: (-u["gpus"], u["user"])),
                 "containers": conts, "near_limits": near,
                 "lifecycle": self.recent_events(20, lifecycle_only=True)}
+
+    def _disk_columns(self, users: dict[str, dict[str, Any]], conts: list[dict[str, Any]]) -> None:
+        """Each user's workspace and image bytes: the last background measurement
+        (services/disk.py), never a walk here; None until one was made."""
+        disk = getattr(self.gpu, "disk", None)
+        snap = disk.snapshot() if disk is not None else {}
+        uids = {c["user"]: c["uid"] for c in conts}
+        for name, u in users.items():
+            m = snap.get(uids.get(name, -1)) or {}
+            if not m and disk is not None and name in uids:
+                disk.request(uids[name])
+            u["workspace_bytes"] = m.get("workspace_bytes")
+            u["workspace_partial"] = m.get("partial")
+            u["image_bytes"] = m.get("image_bytes")
+            u["quota_enforced"] = m.get("enforced")
 
     def public(self, hide_names: bool = False, events: int = 20) -> dict[str, Any]:
         """What the web page shows (anyone who can reach its local address sees this): devices

@@ -70,7 +70,7 @@ def check_limits(user: str | None, as_json: bool) -> None:
     lim, use, left = out["limits"], out["usage"], out["left"]
     click.echo(f"{out['user']}" + (f" (group {out['group']})" if out["group"] else " (defaults)"))
     keys = ["max_gpus", "max_containers", "max_jobs_queued", "max_jobs_running", "max_gpus_per_container", "allow_full_gpu", "allow_mig", "cpus", "memory",
-            "max_runtime", "idle_timeout", "gpu_hold_after_stop", "priority_weight"]
+            "max_runtime", "idle_timeout", "gpu_hold_after_stop", "priority_weight", "max_workspace_bytes"]
     rows = [
         ["GPUs (equivalents)", lim["max_gpus"], use["gpus"], left["gpus"]],
         ["containers", lim["max_containers"], use["containers"], left["containers"]],
@@ -85,6 +85,7 @@ def check_limits(user: str | None, as_json: bool) -> None:
         ["idle timeout", format_duration(lim["idle_timeout"]), "", ""],
         ["GPU kept after stop", format_duration(lim["gpu_hold_after_stop"]), "", ""],
         ["priority weight", lim["priority_weight"], "", ""],
+        disk_row(lim.get("max_workspace_bytes", 0), out.get("disk")),
     ]
     sources = lim.get("sources") or {}
     if sources:  # where each value comes from: the user's override, their group, the defaults
@@ -93,6 +94,42 @@ def check_limits(user: str | None, as_json: bool) -> None:
     for what in out.get("over") or ():  # a limit lowered while held (ds01 admin limits / reload)
         click.echo(f"{what}: over the new limit ({use[what]:g} held, limit {lim['max_' + what]:g}); what you "
                    "hold is kept; new requests are refused until you are under it")
+    for line in disk_lines(out.get("disk")):
+        click.echo(line)
+
+
+def disk_row(limit: int, d: dict | None) -> list:
+    """check-limits' workspace row: limit (0 = none), bytes used (the last measurement), left."""
+    from ds01.units import format_size
+
+    used = left = ""
+    if d and d.get("measured"):
+        used = ("≥ " if d.get("partial") and not d.get("enforced") else "") + format_size(d["used_bytes"])
+        left = format_size(d["left_bytes"]) if d.get("left_bytes") is not None else ""
+    return ["workspace bytes", format_size(limit) if limit else "no limit", used, left]
+
+
+def disk_lines(d: dict | None) -> list[str]:
+    """Image bytes, how the workspace limit is enforced here, the measurement's age."""
+    from ds01.units import format_duration, format_size
+
+    if not d:
+        return []
+    if not d.get("measured"):
+        return [f"disk: {d.get('note')}"]
+    shared = "shared layers counted once" if d.get("shared_layers_counted_once") else "each image's own size"
+    out = [f"images: {format_size(d['image_bytes'])} in {d['images']} image(s) ({shared})",
+           f"workspace {d['workspace']}: {format_size(d['workspace_bytes'])}"
+           + (" (at least: the count stopped at its time budget)" if d.get("partial") else "")
+           + f", measured {format_duration(d['age_s'])} ago",
+           f"workspace limit: {d['enforcement']}" if d.get("max_workspace_bytes") else
+           f"workspace limit: none set ({d['enforcement']})"]
+    if d.get("quota_used_bytes") is not None:  # what the quota counts: all the user's files there
+        out.append(f"quota count (all your files on that filesystem): {format_size(d['quota_used_bytes'])}")
+    if d.get("over"):
+        out.append("workspace: over your limit of " + format_size(d["max_workspace_bytes"])
+                   + "; delete or move files" + ("" if d.get("enforced") else " (not enforced here, but counted)"))
+    return out
 
 
 @click.command()

@@ -115,9 +115,10 @@ def dashboard_sections(st: dict) -> tuple[list[str], list[Section]]:
     secs = [s for s in secs if not s[0].startswith("Your containers")]
     now = st["time"]
     secs += [
-        ("Users", ["user", "containers", "running", "gpus", "cpu", "memory"],
+        ("Users", ["user", "containers", "running", "gpus", "cpu", "memory", "workspace", "images"],
          [[u["user"], u["containers"], u["running"], f"{u['gpus']:g}", f"{u['cpu_percent']:.0f}%",
-           _size(u["memory_bytes"])] for u in st["users"]], "no users"),
+           _size(u["memory_bytes"]), _disk(u.get("workspace_bytes"), u.get("workspace_partial")),
+           _disk(u.get("image_bytes"))] for u in st["users"]], "no users"),
         ("Near limits", ["user", "project", "gpus", "ran", "runtime left", "why"],
          [[n["user"], n["project"], ",".join(n["gpus"]) or "-", _dur(n["ran_s"]), _dur(n["runtime_left_s"]),
            "; ".join(n["reasons"])] for n in st["near_limits"]], "nothing near a limit"),
@@ -128,6 +129,11 @@ def dashboard_sections(st: dict) -> tuple[list[str], list[Section]]:
            e.get("reason") or ""] for e in st["lifecycle"]], "none"),
     ]
     return head, secs
+
+
+def _disk(n: int | None, partial: bool | None = False) -> str:
+    """A disk figure of the dashboard: '-' until measured, '≥' when the walk was cut short."""
+    return "-" if n is None else ("≥ " if partial else "") + _size(n)
 
 
 def _rich(head: list[str], secs: list[Section]):

@@ -192,9 +192,16 @@ async def relay(ws: web.WebSocketResponse, session: ExecSession, rows: int, cols
             out_task.cancel()
         else:
             await out_task
-        code = await in_thread(session.wait_exit)
+        try:
+            code = await in_thread(session.wait_exit)
+        except DS01Error:  # the engine does not answer: exit_lost says so
+            code = None
+        if code is None and not ws.closed:  # say what happened rather than a bare 255
+            lost = await in_thread(session.exit_lost)
+            await ws.send_str(json.dumps({"type": "error", "error": lost.to_dict()}))
+        elif not ws.closed:
+            await ws.send_str(json.dumps({"type": "exit", "code": code}))
         if not ws.closed:
-            await ws.send_str(json.dumps({"type": "exit", "code": code if code is not None else 255}))
             # Let the client close after reading "exit": closing first races with its reader
             # (a close frame right behind the last message can be surfaced before the message).
             try:

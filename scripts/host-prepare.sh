@@ -29,6 +29,7 @@ command -v ssh >/dev/null || need_pkgs+=(openssh-client)    # ssh-keygen (per-us
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
 command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool checks deploy/prometheus rules
 command -v chromium >/dev/null || need_pkgs+=(chromium)    # headless test of the web status page
+command -v setquota >/dev/null || need_pkgs+=(quota)       # max_workspace_bytes as user quotas (ext4/XFS)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -126,9 +126,9 @@ class RuntimeFailure(DS01Error):
 
 
 class EngineUnavailable(RuntimeFailure):
-    """The container engine does not answer (stopped, restarting or hung): no input can fix it."""
+    """The container engine does not answer (stopped, restarting or hung). Daemon side only: it
+    crosses the API as a ``runtime_error`` (same exit code, 10), its message naming the engine."""
 
-    code = "engine_unavailable"
     http_status = 503
 
 
@@ -168,7 +168,6 @@ ERRORS: dict[str, type[DS01Error]] = {
         CapacityExhausted,
         DaemonUnavailable,
         RuntimeFailure,
-        EngineUnavailable,
         BuildFailed,
         ConfigError,
         Interrupted,

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 WIDTH = 1000
 LEFT = 70  # device label column
-RIGHT = 10
+RIGHT = 130  # the per-device figures (held, mean utilization)
 ROW = 30
 GAP = 6
 AXIS = 22
@@ -71,9 +71,10 @@ def _util_path(values: Sequence[float | None], since: float, step: float, until:
                 runs.append(" ".join(pts))
             pts = []
             continue
-        x = x_of(since + (i + 0.5) * step, since, until)
+        # a step per bucket (its start to its end), so a lone sampled bucket still shows
+        x0, x1 = x_of(since + i * step, since, until), x_of(since + (i + 1) * step, since, until)
         y = top + h - max(0.0, min(100.0, v)) / 100.0 * h
-        pts.append(f"{_n(x)},{_n(y)}")
+        pts += [f"{_n(x0)},{_n(y)}", f"{_n(x1)},{_n(y)}"]
     if pts:
         runs.append(" ".join(pts))
     return runs
@@ -120,20 +121,20 @@ def device_timeline(charts: dict[str, Any]) -> str:
             out.append(f'<polyline class="util" points="{pts}" fill="none" stroke="{UTIL_COLOR}" '
                        'stroke-width="1.5" stroke-linejoin="round"/>')
         label = "util n/a" if mean is None else f"util {mean:.0f} %"
-        out.append(f'<text x="{WIDTH - RIGHT - 4}" y="{top + 11}" text-anchor="end" fill="#475569" '
-                   f'font-size="10">held {held_pct:.0f} % · {label}</text>')
+        out.append(f'<text x="{WIDTH - RIGHT + 8}" y="{top + ROW / 2 + 4}" fill="#475569" font-size="11">'
+                   f'held {held_pct:.0f} % · {label}</text>')
         out.append("</g>")
     base = GAP + max(1, len(devs)) * (ROW + GAP)
     out.append(f'<line x1="{LEFT}" y1="{base}" x2="{WIDTH - RIGHT}" y2="{base}" stroke="#94a3b8"/>')
     tick = 3 * 3600.0
     t = (since // tick + 1) * tick
-    while t < until:
+    while t < until - tick / 4:  # none too close to "now"
         x = x_of(t, since, until)
         out.append(f'<line x1="{_n(x)}" y1="{GAP}" x2="{_n(x)}" y2="{base + 4}" stroke="#cbd5e1" '
                    'stroke-dasharray="2,3"/>')
         out.append(f'<text x="{_n(x)}" y="{base + 16}" text-anchor="middle" fill="#475569">{_clock(t)}</text>')
         t += tick
-    out.append(f'<text x="{WIDTH - RIGHT}" y="{base + 16}" text-anchor="end" fill="#475569">now</text>')
+    out.append(f'<text x="{WIDTH - RIGHT}" y="{base + 16}" text-anchor="middle" fill="#475569">now</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -159,6 +159,10 @@ def test_timeline_svg_draws_each_allocation_where_its_record_says():
     assert float(groups[sim_gpu_uuid(1)]["data-util-mean"]) == pytest.approx(40.0)
     assert groups[sim_gpu_uuid(1)]["data-util-samples"] == "1"
     assert svg.count('<polyline class="util"') == 1  # only GPU 1 was sampled
+    [pts] = re.findall(r'<polyline class="util" points="([^"]*)"', svg)
+    (xa, ya), (xb, yb) = [tuple(map(float, p.split(","))) for p in pts.split()]
+    assert ya == yb and xb - xa == pytest.approx(x_of(since + STEP, since, until) - x_of(since, since, until), abs=0.1)
+    assert xb == pytest.approx(x_of(until, since, until), abs=0.1)  # the current bucket, at the right end
     assert svg.count('<g class="device"') == len(v["devices"])
 
 

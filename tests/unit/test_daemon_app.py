@@ -39,7 +39,7 @@ ROUTES = {
     ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/logs"),
     ("POST", "/v1/jobs/{id}/cancel"), ("POST", "/v1/jobs/{id}/rerun"),
     ("POST", "/v1/admin/reload"), ("GET", "/v1/admin/limits"), ("POST", "/v1/admin/limits"),
-    ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"),
+    ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"), ("POST", "/v1/admin/backup"),
 }
 
 

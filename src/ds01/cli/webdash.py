@@ -48,6 +48,8 @@ def render(st: dict, sections: Sections, refresh: int = 10) -> str:
     out += [f'<p class="{"warn" if h.startswith("warning") else ""}">{_e(h)}</p>' for h in head]
     out.append(charts_html(st.get("charts")))
     for title, cols, rows, empty in secs:
+        if title.startswith("GPU history"):  # the terminal's sparklines: the charts above say it better
+            continue
         ident = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
         out.append(f'<h2>{_e(title)}</h2><table id="{_e(ident)}"><thead><tr>'
                    + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr></thead><tbody>")

@@ -145,6 +145,11 @@ def base_image_bootstrap(c, *, suite: str | None = None, tag: str | None = None,
     return c.stream("POST", "/v1/admin/base-image/bootstrap", _body(suite=suite, tag=tag, force=force))
 
 
+def admin_backup(c, *, download: bool = False) -> Iterator[dict]:
+    """(admins) Back up the state DB (kept in the state dir); ``download``: its bytes too."""
+    return c.stream("POST", "/v1/admin/backup", params={"download": "1" if download else "0"})
+
+
 # --------------------------------------------------------------------------- GPUs and the queue
 
 

@@ -118,8 +118,7 @@ def parse_repquota_csv(text: str) -> dict[int, tuple[int, int]]:
             continue
         try:
             uid = int(parts[0].lstrip("#"))
-            used = int(parts[3]) * 1024 if parts[3].isdigit() else int(parts[3].rstrip("kK")) * 1024
-            hard = int(parts[5]) * 1024
+            used, hard = int(parts[3]) * 1024, int(parts[5]) * 1024  # 1 KiB blocks
         except ValueError:
             continue
         out[uid] = (used, hard)

@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 
 ENGINE_RESTART = "stopped when the container engine restarted"
 OUT_OF_MEMORY = "killed: it ran out of memory (its limit is the container's memory limit)"
-# an engine stops its containers with a grace (10-15 s each, in parallel) before it exits
+# an engine stops its containers with a grace (10-15 s each, in parallel) before it exits, and
+# kills those it finds without a process in its first seconds
 SHUTDOWN_BEFORE = 120.0
-SLACK = 5.0  # clocks read in different processes, rounding of FinishedAt
+RESTORE_AFTER = 30.0
+SLACK = 1.0  # times read in two processes (the daemon's, the engine's), rounding
 
 
 def parse_time(text: str | None) -> float | None:
@@ -46,10 +48,10 @@ def parse_time(text: str | None) -> float | None:
 
 def engine_windows(outages: list[tuple[float, float]], engine_started: float | None) -> list[tuple[float, float]]:
     """The times the engine was away: outages seen (from the last answer before to the first
-    after) and, when known, the shutdown before the engine process's start."""
+    after) and, when known, the engine process's start (the shutdown before it, its restore)."""
     wins = list(outages)
     if engine_started is not None:
-        wins.append((engine_started - SHUTDOWN_BEFORE, engine_started))
+        wins.append((engine_started - SHUTDOWN_BEFORE, engine_started + RESTORE_AFTER))
     return wins
 
 

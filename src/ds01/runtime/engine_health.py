@@ -32,6 +32,7 @@ PROBE_AFTER = 2.0
 # GETs that take long by nature (stats waits for a second sample; archives and exports stream)
 SLOW_GETS = ("/stats", "/archive", "/export", "/get", "/logs", "/events", "/changes")
 OUTAGES_KEPT = 16
+PROBE_EVERY = 1.0  # while the engine is away: how often it is asked whether it is back
 
 
 def engine_down(detail: str = "") -> EngineUnavailable:
@@ -62,6 +63,10 @@ class EngineHealth:
         self._last_ok_wall = 0.0
         self.down_since: float | None = None  # wall time of the last answer before the outage
         self.outages: list[tuple[float, float]] = []
+        # asks the engine (a ping): while it is away, a thread does every PROBE_EVERY, so the
+        # outage's end is when it answers again, not the next request's time
+        self.probe: Callable[[], Any] | None = None
+        self._probing = False
 
     def answered(self) -> None:
         with self._lock:
@@ -74,6 +79,21 @@ class EngineHealth:
         with self._lock:
             if self.down_since is None:
                 self.down_since = self._last_ok_wall or self.clock()
+            start, self._probing = self.probe is not None and not self._probing, True
+        if start:
+            threading.Thread(target=self._until_back, name="ds01d-engine-probe", daemon=True).start()
+
+    def _until_back(self) -> None:
+        try:
+            while self.down_since is not None:
+                time.sleep(PROBE_EVERY)
+                try:
+                    self.probe()  # type: ignore[misc]
+                except Exception:
+                    pass
+        finally:
+            with self._lock:
+                self._probing = False
 
     def stale(self) -> bool:
         return time.monotonic() - self.last_ok > PROBE_AFTER
@@ -105,6 +125,8 @@ def install(api: Any, health: EngineHealth, quick: float, slow: float) -> None:
         return resp
 
     api.send = guarded_send
+    health.probe = lambda: guarded_send(api.prepare_request(requests.Request("GET", api.base_url + "/_ping")),
+                                        timeout=(CONNECT, quick)).close()
 
 
 def _why(e: BaseException) -> str:

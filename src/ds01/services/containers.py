@@ -12,9 +12,8 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied,
-                         PolicyDenied, RuntimeFailure)
 from ds01 import labels
+from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied, PolicyDenied, RuntimeFailure
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import build_spec, resolve_ref
@@ -441,8 +440,7 @@ class ContainerService:
             if existing.status not in ("gone", "creating"):
                 out = self.start(actor, who, project)
                 return {**out, "reused": True}
-        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue,
-                          queue_id=queue_id)
+        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue, queue_id=queue_id)
         if out.get("queued"):
             return out
         try:
@@ -595,8 +593,7 @@ class ContainerService:
         live containers stay (their bind source). Returns how many were not a live one's."""
         if not self.ctx.mounts_dir or not os.path.isdir(self.ctx.mounts_dir):
             return 0
-        live = {r.docker_name for r in self.ctx.store.live_containers()}
-        names = os.listdir(self.ctx.mounts_dir)
+        live, names = {r.docker_name for r in self.ctx.store.live_containers()}, os.listdir(self.ctx.mounts_dir)
         for name in names:
             self._unpin(name, remove_dir=name not in live)
         return len([n for n in names if n not in live])

@@ -157,7 +157,7 @@ class DiskService:
         self._layers: dict[str, list[tuple[str, int]] | int] = {}  # image id -> layers (ids are immutable)
         self._set: dict[tuple[int, str], int] = {}  # (uid, mount) -> the hard limit DS01 set
         self._warned: dict[int, float] = {}
-        self._cfg_seen: Any = None
+        self._cfg_seen: Any = ctx.config  # another object later = a reload
         self._q: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         # beside the pinned mounts in the daemon's root-only state dir; None (no state dir) in tests
@@ -174,7 +174,7 @@ class DiskService:
         """Queue every user with a live container whose measurement is due (and everyone after a
         reload, so a changed ``max_workspace_bytes`` is applied); returns how many were queued."""
         now = self.ctx.clock()
-        if self._cfg_seen is not self.ctx.config:  # started, or reloaded
+        if self._cfg_seen is not self.ctx.config:  # reloaded: limits may have changed
             self._cfg_seen = self.ctx.config
             with self._lock:
                 self._next = {u: now for u in self._next}
@@ -240,9 +240,14 @@ class DiskService:
         who = caller_from_uid(uid, None, self.ctx.config.admin_group)
         lim = self._limits_for(who)
         limit = int(getattr(lim, "max_workspace_bytes", 0) or 0)
-        base, _root = base_for(self.ctx.config.containers.workspace_base, who)
-        exists = os.path.isdir(base)
-        w = walk_bytes(base, self.cfg.walk_budget, self.cfg.max_entries) if exists else Walk(0, 0, False, 0.0)
+        base, root = base_for(self.ctx.config.containers.workspace_base, who)
+        # a base that is a symlink is walked where it leads only inside the trust root (as
+        # ensure_workspace allows); the walk itself never follows a link below it
+        real, real_root = os.path.realpath(base), os.path.realpath(root)
+        exists = os.path.isdir(real)
+        inside = exists and os.path.commonpath([real, real_root]) == real_root
+        w = walk_bytes(real, self.cfg.walk_budget, self.cfg.max_entries) if inside else \
+            Walk(0, 0, exists, 0.0)
         sup = self.support(base if exists else os.path.dirname(base.rstrip("/")) or "/")
         quota_note = self._apply_quota(who, limit, sup)
         quota_used = None

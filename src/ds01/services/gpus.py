@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any
 
+from ds01 import faults
 from ds01.errors import CapacityExhausted, DS01Error, NotFound
 from ds01.policy.allocation import GpuRequest
 from ds01.policy.queue import QueueEntry, UsageRecord, decay, next_servable, order
@@ -170,6 +171,7 @@ class GpuService:
                 self.ctx.events.emit("queue.failed", user=row["user"], uid=row["uid"], target=row["project"],
                                      result="error", reason=e.message)
                 continue
+            faults.point("queue.started")  # tests: a crash between the start and the row's end
             self.ctx.store.end_queued(entry.id, "served", self.ctx.clock())
             waited = self.ctx.clock() - entry.enqueued_at
             self.ctx.events.emit("queue.served", user=row["user"], uid=row["uid"], target=row["project"],

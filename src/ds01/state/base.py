@@ -12,6 +12,7 @@ sees a connection, the lock or SQL.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -132,6 +133,26 @@ class StoreBase:
         before an engine action whose outcome must be written afterwards (stop, remove)."""
         with self.transaction() as tx:
             tx._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write', ?)", (str(time.time()),))
+
+    def backup(self, dest: Path) -> dict[str, int]:
+        """A consistent copy of the live DB at ``dest`` (SQLite's online backup: writers carry
+        on meanwhile), made under a temporary name, mode 0600. Its size and schema version."""
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            src, dst = connect(self.path, self.write_wait), sqlite3.connect(str(tmp))
+            try:
+                src.backup(dst, pages=1024)
+                version = dst.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                dst.close()
+                src.close()
+            os.replace(tmp, dest)
+        except sqlite3.Error as e:
+            tmp.unlink(missing_ok=True)
+            raise self._map(e) from e
+        return {"bytes": dest.stat().st_size, "schema": version}
 
     def _reader(self) -> sqlite3.Connection:
         with self._pool_lock:

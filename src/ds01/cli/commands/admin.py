@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "images": ("ds01.cli.commands.admin:images", "Every user's project images"),
     "doctor": ("ds01.cli.commands.admin:doctor", "Check the host settings isolation relies on"),
     "base-image": ("ds01.cli.commands.admin:base_image", "The lab's offline base image (bootstrap)"),
+    "backup": ("ds01.cli.commands.backup:backup", "Back up the state database (online; restore: README)"),
 }
 
 

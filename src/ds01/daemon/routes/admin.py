@@ -6,13 +6,14 @@
     POST /v1/admin/limits          set/unset one level's limits in the config file, then reload
     GET  /v1/admin/users           every account the lab knows, with group, overrides and holdings
     GET  /v1/admin/doctor          the daemon's own directories and files: owner and mode
+    POST /v1/admin/backup          ?download=1: NDJSON {"backup"}, {"chunk"}…, {"result"} (services.backup)
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ds01.daemon.http import in_thread, json_response, parse, query, require_admin
+from ds01.daemon.http import in_thread, json_response, parse, query, require_admin, stream_ndjson
 from ds01.daemon.services import Services
 from ds01.errors import ConfigError
 from ds01.models import api
@@ -62,10 +63,25 @@ def routes(s: Services) -> list[web.RouteDef]:
 
         return json_response({"checks": await in_thread(run)})
 
+    async def backup(request: web.Request) -> web.StreamResponse:
+        q = query(request, {"download"})
+        who = require_admin(request, ctx, "backing up the state")
+        from ds01.services.backup import make_backup
+
+        gen = make_backup(ctx, who, q.get("download") == "1")
+        first = await in_thread(next, gen)  # the backup itself: a failure is a plain HTTP error
+        return await stream_ndjson(request, _chain(first, gen))
+
     return [
+        web.post("/v1/admin/backup", backup),
         web.post("/v1/admin/reload", reload),
         web.get("/v1/admin/limits", limits_show),
         web.post("/v1/admin/limits", limits_change),
         web.get("/v1/admin/users", users),
         web.get("/v1/admin/doctor", doctor),
     ]
+
+
+def _chain(first, gen):
+    yield first
+    yield from gen

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from ds01.daemon.services import Services
+from ds01.errors import EngineUnavailable
 
 log = logging.getLogger("ds01d")
 
@@ -41,6 +42,8 @@ async def run_ticks(s: Services, waker: Waker, interval: float, stop: asyncio.Ev
     while not stop.is_set():
         try:
             await tick(s, waker)
+        except EngineUnavailable as e:  # an outage: one line a tick, not a traceback
+            log.warning("periodic tick: %s", e.message)
         except Exception:
             log.exception("periodic tick failed")
         try:
@@ -58,6 +61,8 @@ async def tick(s: Services, waker: Waker | None = None) -> None:
     try:
         report = await asyncio.to_thread(s.lifecycle.tick)
         next_due = report.next_due
+    except EngineUnavailable as e:
+        log.warning("lifecycle tick: %s", e.message)
     except Exception:
         log.exception("lifecycle tick failed")
     released = await asyncio.to_thread(s.gpu.release_expired_holds)

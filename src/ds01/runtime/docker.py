@@ -360,7 +360,7 @@ class DockerBackend(DockerNetworks, RuntimeBackend, RuntimeImages):
     def security_options(self) -> list[str] | None:
         try:
             return [str(o) for o in self.api.info().get("SecurityOptions") or []]
-        except (self._err.APIError, OSError):
+        except (self._err.APIError, OSError, RuntimeFailure):  # not answering: cannot tell
             return None
 
     def image_exists(self, ref: str) -> bool:

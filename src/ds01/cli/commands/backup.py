@@ -52,7 +52,8 @@ def _run(path: str | None) -> dict:
             if "chunk" in item and fd is not None:
                 block = base64.b64decode(item["chunk"])
                 digest.update(block)
-                os.write(fd, block)
+                while block:
+                    block = block[os.write(fd, block):]
             elif "result" in item:
                 out = item["result"]
         if fd is not None and out is not None:

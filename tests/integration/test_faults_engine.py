@@ -147,6 +147,7 @@ def test_an_engine_that_hangs_is_reported_in_seconds_with_exit_10(lab, engine):
     ok(lab.run("alice", "container-deploy", p, "--background"))
     engine.hang()
     r, took = timed(lab, "alice", "container-list")
+    print(f"container-list, engine hung: exit {r.returncode} in {took:.1f} s\n{r.stderr}")
     assert r.returncode == 10 and took < 5, (r.returncode, took, r.stderr)
     assert "the container engine is not answering" in r.stderr
     names_the_engine(r)
@@ -163,6 +164,7 @@ def test_an_engine_that_is_gone_is_reported_at_once_with_exit_10(lab, engine):
     engine.close()
     for verb in (["container-list"], ["ds01", "status"], ["container-deploy", unique_project("eng"), "--background"]):
         r, took = timed(lab, "alice", *verb)
+        print(f"{' '.join(verb[:1])}, engine gone: exit {r.returncode} in {took:.1f} s")
         assert r.returncode == 10 and took < 5, (verb, r.returncode, took, r.stdout, r.stderr)
         names_the_engine(r)
     engine.open()
@@ -184,6 +186,7 @@ def test_container_run_whose_engine_goes_away_says_so(lab, engine):
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
+    print(f"container-run, engine gone: exit {proc.returncode}\n{err}")
     assert proc.returncode == 10, (proc.returncode, err)
     assert "container engine" in err and "exit status is unknown" in err, err
     assert "hint:" in err
@@ -208,3 +211,52 @@ def test_a_container_stopped_while_the_engine_was_away_says_why(lab, engine, doc
     why = {e["target"]: e.get("reason") for e in evs if e["action"] == "container.exited"}
     assert why.get(p) == "stopped when the container engine restarted", evs
     assert why.get(q, "").startswith("stopped outside DS01 (killed by signal 9"), evs
+
+
+def _popen_as(lab, user: str, *args: str) -> subprocess.Popen:
+    from .harness import BIN
+
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "LANG": "C.UTF-8", **lab.env()}
+    argv = ["runuser", "-u", USERS[user], "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()],
+            str(BIN / args[0]), *args[1:]]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+def test_clients_whose_daemon_dies_mid_request_exit_9_with_a_clear_message(lab, engine):
+    """Last in this module: it kills the daemon (then starts it again)."""
+    from .harness import write_as
+
+    p = unique_project("eng")
+    home = pwd.getpwnam(USERS["alice"]).pw_dir
+    write_as("alice", f"{home}/workspace/{p}/Dockerfile",
+             "FROM ds01-test/busybox:latest\nRUN echo step-running && sleep 30\n")
+    build = _popen_as(lab, "alice", "image-create", p)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(build.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not any("step-running" in line for line in seen):
+        time.sleep(0.2)
+    assert any("step-running" in line for line in seen), seen  # the build's stream is open, its step sleeping
+    engine.hang()  # and a plain request in progress: the daemon waits for the engine
+    listing = _popen_as(lab, "alice", "container-list")
+    time.sleep(1)
+    lab.proc.kill()
+    lab.proc.wait()
+    try:
+        for proc, what in ((listing, "container-list"), (build, "image-create")):
+            if proc is build:
+                reader.join(30)
+            out, err = proc.communicate(timeout=30)
+            out = "".join(seen) if proc is build else out
+            print(f"{what}, daemon killed mid-request: exit {proc.returncode}\n{err}")
+            assert proc.returncode == 9, (what, proc.returncode, out, err)
+            assert "DS01 daemon" in err and "hint:" in err and "Traceback" not in err, (what, err)
+            assert "invalid response" not in err
+    finally:
+        for proc in (listing, build):
+            proc.kill()
+        engine.resume()
+        lab.proc = None
+        lab.start({"engine": {"url": f"unix://{engine.path}"}})
+    ok(lab.run("alice", "container-list"))

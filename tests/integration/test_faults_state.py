@@ -249,6 +249,21 @@ def test_full_state_filesystem_clear_error_reads_work_nothing_done_unrecorded(do
         ok(d.run("alice", "container-stop", p))
         rows = json.loads(ok(d.run("alice", "container-list", "--all", "--json")).stdout)
         assert rows[0]["status"] == "exited" and docker_client.containers.get(name).status == "exited"
+        # full again: neither a start nor a new container happens unrecorded
+        c = sqlite3.connect(_db(d))
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+        subprocess.run(["dd", "if=/dev/zero", f"of={state / 'fill'}", "bs=1M"], capture_output=True)
+        r = d.run("alice", "container-start", p)
+        assert r.returncode == 14 and docker_client.containers.get(name).status == "exited", r.stderr
+        p2 = unique_project("full2")
+        projects.append(("alice", p2))
+        r = d.run("alice", "container-deploy", p2, "--background")
+        assert r.returncode == 14, (r.returncode, r.stderr)
+        assert [c.name for c in d.containers(docker_client)] == [name]
+        (state / "fill").unlink()
+        ok(d.run("alice", "container-start", p))
+        assert d.proc.poll() is None  # the daemon lived through it
     finally:
         d.destroy(docker_client)
         subprocess.run(["umount", "-l", str(state)], capture_output=True)

@@ -31,6 +31,9 @@ def test_reads_wait_briefly_changes_long_and_explicit_timeouts_are_kept():
     # stats waits for a second sample, archives stream: the long wait
     assert eh.request_timeout("GET", "/v1.45/containers/x/stats?stream=0", 120, 120, 3, 120) == (eh.CONNECT, 120)
     assert eh.request_timeout("GET", "/v1.45/containers/x/archive?path=/etc", 120, 120, 3, 120)[1] == 120
+    assert eh.request_timeout("GET", "/v1.45/system/df", 120, 120, 3, 120)[1] == 120
+    assert eh.request_timeout("GET", "/v1.45/containers/x/json?size=1", 120, 120, 3, 120)[1] == 120
+    assert eh.request_timeout("GET", "/v1.45/containers/x/json", 120, 120, 3, 120)[1] == 3
     # a build sets none, a stop its grace plus the default: theirs
     assert eh.request_timeout("POST", "/v1.45/build", None, 120, 3, 120) is None
     assert eh.request_timeout("POST", "/v1.45/containers/x/stop", 130, 120, 3, 120) == 130
@@ -211,3 +214,33 @@ def test_while_the_engine_is_away_a_probe_notices_it_back(monkeypatch):
     while health.down_since is not None and time.time() < deadline:
         time.sleep(0.01)
     assert health.down_since is None and len(health.outages) == 1
+
+
+def test_an_exec_without_an_exit_code_says_why():
+    from ds01.runtime.base import ContainerInfo, ExecHandle
+    from ds01.services.exec import ExecSession
+
+    class Runtime:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def inspect(self, cid):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    def lost(answer):
+        a, b = socket.socketpair()
+        try:
+            return ExecSession(Runtime(answer), ExecHandle(id="e", sock=a, tty=False), "thesis", "c1").exit_lost()
+        finally:
+            a.close()
+            b.close()
+
+    e = lost(eh.engine_down("connection refused"))
+    assert isinstance(e, errors.EngineUnavailable) and "stopped answering while the command ran" in e.message
+    e = lost(ContainerInfo(id="c1", name="n", status="exited", image="i"))
+    assert type(e) is errors.RuntimeFailure and "container stopped while the command ran" in e.message
+    assert "container-start thesis" in e.hint
+    e = lost(ContainerInfo(id="c1", name="n", status="running", image="i"))
+    assert "lost track of the command" in e.message and e.exit_code == 10

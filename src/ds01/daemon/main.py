@@ -200,7 +200,8 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     inventory = await asyncio.to_thread(gpu_source.read)
     log.info("GPU inventory (%s): %d device(s), driver %s", getattr(gpu_source, "kind", "?"),
              len(inventory.allocatable), inventory.driver_version)
-    ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance,
+    clock = await asyncio.to_thread(_steady_clock, store)  # a step of the wall clock is not idle time
+    ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance, clock=clock,
                   gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
     waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
     services = build_services(ctx, on_release=waker.kick, config_path=cfg_path)
@@ -248,9 +249,11 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
 
     install_reload(loop, services, socket_path, obs, cfg.daemon.tick_interval)  # SIGHUP = reload
     ticker = asyncio.create_task(run_ticks(services, waker, cfg.daemon.tick_interval, stop))
+    timekeeper = asyncio.create_task(keep_time(clock, store, events, stop))
     await stop.wait()
     waker.kick()
     await ticker
+    await timekeeper
     log.info("shutting down")
     services.lifecycle.close()
     if services.disk is not None:
@@ -260,6 +263,47 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     guard.close()
     await runner.cleanup()
     store.close()
+
+
+def _steady_clock(store):
+    from ds01.policy.clock import Mark
+    from ds01.services.clock import SteadyClock
+
+    try:
+        saved = store.clock_mark()
+        mark = Mark(float(saved["now"]), float(saved["mono"]), str(saved["boot"])) if saved else None
+    except (KeyError, TypeError, ValueError):
+        mark = None
+    return SteadyClock(mark)
+
+
+async def keep_time(clock, store, events, stop: asyncio.Event, every: float = 10.0) -> None:
+    """Persist the clock's mark (a restart continues DS01 time from it) and make a step of the
+    system clock visible: a warning and a ``daemon.clock_step`` event per step."""
+    from dataclasses import asdict
+
+    from ds01.policy.clock import TOLERANCE
+
+    reported = 0.0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(store.save_clock_mark, asdict(clock.mark()))
+        except DS01Error as e:
+            log.warning("could not save the clock mark: %s", e.message)
+        if not clock.stepped():
+            reported = 0.0
+        elif abs(clock.offset - reported) > TOLERANCE:
+            reported = clock.offset
+            log.warning("the system clock is %+.0f s from DS01's time (it was stepped): deadlines count the time "
+                        "that really passed, and DS01's time converges by at most 1%% of it", reported)
+            try:
+                events.emit("daemon.clock_step", data={"offset_s": round(reported, 1)})
+            except DS01Error as e:
+                log.warning("could not record the clock step: %s", e.message)
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass
 
 
 def is_admin_uid(uid: int, admin_group: str) -> bool:

@@ -29,8 +29,10 @@ HINT = ("it may be stopped or restarting; try again in a minute, and if it persi
         "check the Docker engine (systemctl status docker)")
 CONNECT = 2.0  # a local socket connects at once when anyone listens
 PROBE_AFTER = 2.0
-# GETs that take long by nature (stats waits for a second sample; archives and exports stream)
-SLOW_GETS = ("/stats", "/archive", "/export", "/get", "/logs", "/events", "/changes")
+# GETs that take long by nature (stats waits for a second sample, top runs ps, df sums every
+# layer; archives, exports and logs stream; search and distribution ask a registry)
+SLOW_GETS = ("/stats", "/top", "/system/df", "/archive", "/export", "/get", "/logs", "/events", "/changes",
+             "/images/search", "/json/size")
 OUTAGES_KEPT = 16
 PROBE_EVERY = 1.0  # while the engine is away: how often it is asked whether it is back
 
@@ -46,8 +48,10 @@ def request_timeout(method: str, path: str, timeout: Any, default: Any, quick: f
     the quick answer wait for reads and the slow one for changes and slow reads."""
     if timeout is not default and timeout != default:
         return timeout
-    path = path.split("?", 1)[0]
-    if method in ("GET", "HEAD") and not path.endswith(SLOW_GETS):
+    path, _, query = path.partition("?")
+    if "size=1" in query or "size=true" in query.lower():  # an inspect that sums the layer's files
+        path += "/size"
+    if method in ("GET", "HEAD") and not path.endswith(SLOW_GETS) and "/distribution/" not in path:
         return (CONNECT, quick)
     return (CONNECT, slow)
 

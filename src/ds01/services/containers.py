@@ -342,6 +342,7 @@ class ContainerService:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
         if rec.status != "running":
+            self.ctx.store.ensure_writable()  # a start that could not be recorded must not happen
             self._retake_gpus(who, rec)
             # The workspace is checked and pinned for exactly as long as the engine needs to
             # resolve the bind: once started, the container holds its own copy of the mount, and
@@ -588,9 +589,8 @@ class ContainerService:
         return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale, "networks": nets}
 
     def _unpin_stale(self) -> int:
-        """At start-up no start is in progress, so every pin is left over (a daemon killed
-        mid-start, a container removed while it was down): all come off; the mount points of
-        live containers stay (their bind source). Returns how many were not a live one's."""
+        """At start-up no start is in progress: every pin is left over (a daemon killed mid-start, a container
+        removed while it was down); all come off, live ones' mount points stay. Returns how many were not live."""
         if not self.ctx.mounts_dir or not os.path.isdir(self.ctx.mounts_dir):
             return 0
         live, names = {r.docker_name for r in self.ctx.store.live_containers()}, os.listdir(self.ctx.mounts_dir)

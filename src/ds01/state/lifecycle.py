@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from ds01.state.base import StoreBase
@@ -42,3 +43,11 @@ class LifecycleStore(StoreBase):
             else:
                 c.execute("UPDATE lifecycle SET keepalive_until=?, idle_warned=0, idle_warned_at=NULL "
                           "WHERE container=?", (until, container))
+
+    def clock_mark(self) -> dict[str, Any] | None:
+        """The daemon clock's last mark (``policy.clock.Mark`` fields), if one was saved."""
+        rows = self._query("SELECT value FROM meta WHERE key='clock'")
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def save_clock_mark(self, mark: dict[str, Any]) -> None:
+        self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clock', ?)", (json.dumps(mark),))

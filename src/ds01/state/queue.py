@@ -50,10 +50,9 @@ class QueueStore(StoreBase):
                       (queue_id,))
 
     def end_queued(self, queue_id: int, status: str, now: float, note: str | None = None) -> None:
-        """Mark a request served, cancelled or failed (``note``: why it failed)."""
+        """Mark a waiting or serving request served, cancelled or failed (``note``: why it failed)."""
         if status not in ENDED:
             raise ValueError(f"not an end state of a queued request: {status!r}")
-        if note is None:
-            self._execute("UPDATE queue SET status=?, ended_at=? WHERE id=?", (status, now, queue_id))
-        else:
-            self._execute("UPDATE queue SET status=?, ended_at=?, note=? WHERE id=?", (status, now, note, queue_id))
+        # an ended request stays as it ended (a cancel racing a serve keeps 'cancelled')
+        self._execute("UPDATE queue SET status=?, ended_at=?, note=COALESCE(?, note) WHERE id=? "
+                      "AND status IN ('waiting', 'serving')", (status, now, note, queue_id))

@@ -268,3 +268,31 @@ def test_full_state_filesystem_clear_error_reads_work_nothing_done_unrecorded(do
         d.destroy(docker_client)
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
         shutil.rmtree(d.root, ignore_errors=True)
+
+
+def test_full_events_filesystem_never_fails_a_change_and_the_db_keeps_the_record(docker_client, projects):
+    """The JSON-lines event log is a copy; with its filesystem full a deploy still completes (or
+    is rolled back), and the event is in the state DB."""
+    d = new_daemon()
+    logs = d.root / "var/log/ds01"
+    logs.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0750", "tmpfs", str(logs)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        d.start()
+        subprocess.run(["dd", "if=/dev/zero", f"of={logs / 'fill'}", "bs=64k"], capture_output=True)
+        p = unique_project("evfull")
+        projects.append(("alice", p))
+        ok(d.run("alice", "container-deploy", p, "--background"))
+        (c,) = d.containers(docker_client)
+        assert c.status == "running"
+        events = json.loads(ok(d.run("adm", "ds01", "events", "--since", "1h", "--json")).stdout)
+        assert any(e["action"] == "container.start" and e["target"] == p for e in events)
+        ok(d.run("alice", "container-retire", p, "--yes"))
+        assert d.containers(docker_client) == [] and d.proc.poll() is None
+    finally:
+        d.destroy(docker_client)
+        subprocess.run(["umount", "-l", str(logs)], capture_output=True)
+        shutil.rmtree(d.root, ignore_errors=True)

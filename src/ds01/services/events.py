@@ -38,6 +38,8 @@ class EventLog:
         self.max_bytes = max_bytes
         self.keep = max(1, keep)
         self._lock = threading.Lock()
+        self.file_errors = 0  # JSON lines that could not be written (the DB rows were)
+        self._warned_at = -1e9
         # called with each event after it is recorded (metrics count lifecycle actions, waits, builds)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,10 +54,16 @@ class EventLog:
             ev["data"] = data if len(blob) <= MAX_DATA else {"truncated": blob[:MAX_DATA]}
         line = json.dumps(ev, default=str)
         with self._lock:
-            self._rotate_if_needed()
-            # created private (0600): events carry the commands users ran (issue 15)
-            with open(self.path, "a", encoding="utf-8", opener=_private) as f:
-                f.write(line + "\n")
+            try:
+                self._rotate_if_needed()
+                # created private (0600): events carry the commands users ran (issue 15)
+                with open(self.path, "a", encoding="utf-8", opener=_private) as f:
+                    f.write(line + "\n")
+            except OSError as e:
+                # The JSON lines are a copy for log shippers; the DB row below is the record.
+                # An event is emitted after its change happened: failing here (a full log
+                # filesystem) would fail a deploy whose container exists, with nothing rolled back.
+                self._file_failed(e)
         self.store.add_event(ev)
         for fn in list(self.listeners):
             try:
@@ -66,6 +74,14 @@ class EventLog:
         log.log(level, "%s %s by %s: %s%s", action, target or "-", user or "-", result,
                 f" ({reason})" if reason else "")
         return ev
+
+    def _file_failed(self, e: OSError) -> None:
+        now = time.monotonic()
+        self.file_errors += 1
+        if now - self._warned_at >= 60:  # one line a minute, not one per event
+            self._warned_at = now
+            log.warning("cannot write %s (%s); events are still recorded in the state DB (%d lost lines)",
+                        self.path, e.strerror or e, self.file_errors)
 
     def _rotate_if_needed(self) -> None:
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "ds01"
 STATE = PKG / "state"
@@ -81,3 +83,31 @@ def test_no_module_is_over_600_lines():
         if n > MAX_LINES:
             long.append(f"{p.relative_to(SRC)}: {n} lines")
     assert not long, f"split these modules (at most {MAX_LINES} lines each):\n" + "\n".join(long)
+
+
+VALIDATORS = ["names.py", "images/dockerfile.py", "images/dockerfile_check.py", "images/catalog.py",
+              "images/bootstrap.py", "projects/git.py", "policy/environment.py", "models/gpu.py"]
+
+
+def test_validation_patterns_match_the_whole_string():
+    """'$' also matches before a trailing newline: 'evil\\n' would pass a '^…$' check and put a
+    newline into a Dockerfile, a path or a name (issue 15). Validators end their patterns in \\Z."""
+    src = Path(__file__).resolve().parents[2] / "src" / "ds01"
+    bad = []
+    for rel in VALIDATORS:
+        for n, line in enumerate((src / rel).read_text().splitlines(), 1):
+            if "re.compile(" in line and re.search(r"""\$["'](\)|, re\.)""", line):
+                bad.append(f"{rel}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+
+
+def test_a_trailing_newline_is_refused_by_the_validators():
+    from ds01.errors import InvalidInput
+    from ds01.images import catalog, dockerfile
+
+    for pattern in (dockerfile._APT_RE, dockerfile._PIP_SAFE_RE, dockerfile._PROJECT_RE, catalog._DRIVER_RE):
+        assert pattern.match("abc1") or pattern.match("550") or pattern.match("1.2")
+        assert not pattern.match("abc1\n") and not pattern.match("550\n")
+    with pytest.raises(InvalidInput):
+        from ds01.names import validate_project
+        validate_project("evil\n")

@@ -40,7 +40,7 @@ PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "openss
 TOOLS = ("git", "curl", "openssh-client", "less", "vim-tiny", "procps")
 VENV = "/opt/venv"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+SUITE_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}\Z")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -37,11 +37,11 @@ _IMAGE_RE = re.compile(
     r"^[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
-_DRIVER_RE = re.compile(r"^\d+(?:\.\d+){0,2}$")
-_CUDA_RE = re.compile(r"^\d+\.\d+(?:\.\d+)?$")
-_ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?$")
-_PIP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+]*$")
-_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?$")
+_DRIVER_RE = re.compile(r"^\d+(?:\.\d+){0,2}\Z")
+_CUDA_RE = re.compile(r"^\d+\.\d+(?:\.\d+)?\Z")
+_ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?\Z")
+_PIP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+]*\Z")
+_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?\Z")
 
 
 def valid_image_ref(ref: str) -> bool:
@@ -354,7 +354,7 @@ def default_for(catalog: Catalog, framework: str, driver_version: str | None) ->
     return max(ok, key=_preference)
 
 
-_SPEC_RE = re.compile(r"^\s*([A-Za-z]+)\s*(?:==\s*([0-9]+(?:\.[0-9]+)*)\s*)?$")
+_SPEC_RE = re.compile(r"^\s*([A-Za-z]+)\s*(?:==\s*([0-9]+(?:\.[0-9]+)*)\s*)?\Z")
 
 
 def parse_framework_spec(spec: str) -> tuple[str, tuple[int, ...] | None]:

@@ -52,16 +52,16 @@ END_MARKER = "# <<< ds01 managed: packages <<<"
 REQ_BEGIN = "# >>> ds01 managed: requirements >>>"
 REQ_END = "# <<< ds01 managed: requirements <<<"
 # project paths the build copies: no spaces, quotes or shell/Dockerfile syntax
-_INPUT_RE = re.compile(r"^(\.|[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*)*)$")
-_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?$")
+_INPUT_RE = re.compile(r"^(\.|[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*(/[A-Za-z0-9_][A-Za-z0-9_.+@=,~-]*)*)\Z")
+_INDEX_RE = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%-]*)*/?\Z")
 
-_APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_APT_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+\Z")
 # What a managed pip requirement may contain once normalised by packaging: names, extras,
 # version specifiers. No spaces, quotes, ';' (markers) or '@' (URLs).
-_PIP_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+]*$")
-_REQ_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
-_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+= -]{0,127}$")
+_PIP_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~*+]*\Z")
+_REQ_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*\Z")
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+= -]{0,127}\Z")
 
 _MARKER_HINT = (
     "put the two marker lines '# >>> ds01 managed: packages >>>' and "

@@ -31,15 +31,15 @@ INSTRUCTIONS = frozenset({"from", "run", "cmd", "label", "maintainer", "expose",
                           "healthcheck", "shell"})
 FLAGS = {"from": {"platform"}, "copy": {"from", "chown", "chmod"}, "add": {"chown", "chmod"},
          "healthcheck": {"interval", "timeout", "start-period", "retries", "start-interval"}}
-_FLAG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+,=${}-]*$")
-_STAGE_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_FLAG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+,=${}-]*\Z")
+_STAGE_RE = re.compile(r"^[a-z][a-z0-9_.-]*\Z")
 # What DS01's Dockerfile generator wrote before ds01.* labels were reserved (now org.ds01.*);
 # such a line is left out of the build instead of refusing the user's existing file.
-LEGACY_LABEL = re.compile(r'^LABEL ds01\.project="[A-Za-z0-9_.+= -]*"(?: ds01\.framework="[A-Za-z0-9_.+= -]*")?$')
-_HEREDOC = re.compile(r"^\d*<<-?[^<]*$")
+LEGACY_LABEL = re.compile(r'^LABEL ds01\.project="[A-Za-z0-9_.+= -]*"(?: ds01\.framework="[A-Za-z0-9_.+= -]*")?\Z')
+_HEREDOC = re.compile(r"^\d*<<-?[^<]*\Z")
 # A bare image id or id prefix ("FROM 3f2a", "FROM sha256:3f2a…"): the engine resolves it by id,
 # which would name any image on the host, built by anyone, by guessing a few hex digits.
-ID_LIKE = re.compile(r"^(?:sha256:)?[0-9a-f]{1,64}$")
+ID_LIKE = re.compile(r"^(?:sha256:)?[0-9a-f]{1,64}\Z")
 # Docker's tokenWhitespace, and characters no Dockerfile needs that parsers disagree about.
 _WS = re.compile(r"[ \t]+")
 
@@ -171,17 +171,21 @@ def _check_label(rest: str, where: str) -> None:
                                "use another label name, e.g. org.example.*")
 
 
-def _check_add(rest: str, where: str) -> None:
-    args: list[str] | None = None
+def _instruction_args(rest: str) -> list[str]:
+    """An instruction's arguments as the builder reads them: a JSON list of strings, else
+    whitespace-separated words."""
     if rest.startswith("["):
         try:
             parsed = json.loads(rest)
             if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
-                args = parsed
+                return parsed
         except ValueError:
-            args = None
-    if args is None:
-        args = [a for a in _WS.split(rest) if a]
+            pass
+    return [a for a in _WS.split(rest) if a]
+
+
+def _check_add(rest: str, where: str) -> None:
+    args = _instruction_args(rest)
     for src in args[:-1]:
         plain = _unquote(src)
         if "$" in plain:
@@ -197,15 +201,7 @@ def _check_volume(rest: str, where: str) -> None:
     with quotes removed): none may be a GPU hand-off path (``policy.isolation``)."""
     from ds01.policy.isolation import refuse_gpu_handoff_volumes
 
-    args: list[str] | None = None
-    if rest.startswith("["):
-        try:
-            parsed = json.loads(rest)
-            if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
-                args = parsed
-        except ValueError:
-            args = None
-    paths = [_unquote(a) for a in (args if args is not None else [a for a in _WS.split(rest) if a])]
+    paths = [_unquote(a) for a in _instruction_args(rest)]
     if any("$" in p for p in paths):
         raise InvalidInput(f"variables in VOLUME paths cannot be checked ({where})", "write the path out")
     refuse_gpu_handoff_volumes(paths, f"the Dockerfile ({where})")

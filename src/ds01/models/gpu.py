@@ -21,7 +21,7 @@ MIG_SLICES = 7
 
 DeviceKind = Literal["gpu", "mig"]
 
-_PROFILE = re.compile(r"^(\d+)g\.(\d+)gb(\+me)?$")
+_PROFILE = re.compile(r"^(\d+)g\.(\d+)gb(\+me)?\Z")
 
 
 def parse_profile(profile: str) -> tuple[int, int]:

@@ -26,7 +26,7 @@ CA_PATH = "/etc/ds01/ca-certificates.crt"
 # set for each exec (services/exec.py) or by the shell itself: never pinned by the profile file
 PER_EXEC = frozenset({"HOME", "USER", "LOGNAME", "TERM", "HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_",
                       "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "DS01_PROJECT_DIR"})
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def parse_env(pairs: Iterable[str]) -> dict[str, str]:

@@ -26,9 +26,9 @@ LARGE_FILE_BYTES = 50 * 1024 * 1024  # never put a file this big in the first co
 TIMEOUT_S = 60
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")
-_URL_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.+)$")
+_URL_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.+)\Z")
 # scp-like: [user@]host:path (git's own rule: no '/' before the first ':')
-_SCP_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+:(?!:)[^\s]+$")
+_SCP_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+:(?!:)[^\s]+\Z")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9._~%-]+(?::[^@/]*)?@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?/")
 
 

@@ -30,6 +30,8 @@ command -v ssh >/dev/null || need_pkgs+=(openssh-client)    # ssh-keygen (per-us
 command -v promtool >/dev/null || need_pkgs+=(prometheus)  # promtool checks deploy/prometheus rules
 command -v chromium >/dev/null || need_pkgs+=(chromium)    # headless test of the web status page
 command -v setquota >/dev/null || need_pkgs+=(quota)       # max_workspace_bytes as user quotas (ext4/XFS)
+[ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)  # the pull tests' local registry (issue 17)
+[ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)  # a real local registry for the image pull / catalog tests
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

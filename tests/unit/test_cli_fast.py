@@ -109,3 +109,25 @@ def test_umbrella_command_uses_the_fast_path_too(monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"DS01_SOCKET": "/nonexistent/ds01.sock", "PATH": "/usr/bin:/bin"})
     assert r.returncode == DaemonUnavailable.exit_code and r.stderr.strip().endswith("CLICK:False")
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["demo", "--", "python", "train.py", "--epochs", "3"], ("demo", ["python", "train.py", "--epochs", "3"])),
+    (["demo", "--", "--weird"], ("demo", ["--weird"])),
+    # a shell, options, a command without "--": click's
+    (["demo"], None),
+    (["demo", "--"], None),
+    (["demo", "ls"], None),
+    (["--user", "bob", "demo", "--", "true"], None),
+    (["demo", "--user", "bob", "--", "true"], None),
+    (["--help"], None),
+    (["--", "demo", "true"], None),
+])
+def test_container_run_fast_form(args, expected):
+    assert fast.parse_run("container-run", args) == expected
+    assert fast.parse_run("container-attach", args) is None
+
+
+def test_container_run_fast_form_matches_click():
+    ctx = _load("container-run").make_context("container-run", ["demo", "--", "a", "--b", "c"])
+    assert (ctx.params["project"], list(ctx.params["cmd"]), ctx.params["user"]) == ("demo", ["a", "--b", "c"], None)

@@ -35,11 +35,14 @@ ROUTES = {
     ("GET", "/v1/images"), ("GET", "/v1/images-catalog"), ("GET", "/v1/images-select"),
     ("GET", "/v1/images/{project}"), ("POST", "/v1/images/{project}/build"), ("POST", "/v1/images/{project}/delete"),
     ("POST", "/v1/admin/base-image/bootstrap"),
+    ("POST", "/v1/images-pull"), ("POST", "/v1/admin/images/pull"), ("GET", "/v1/admin/images/usage"),
+    ("POST", "/v1/admin/images/prune"),
     ("GET", "/v1/status"), ("GET", "/v1/events"), ("GET", "/v1/usage"), ("GET", "/v1/admin/dashboard"),
     ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/logs"),
     ("POST", "/v1/jobs/{id}/cancel"), ("POST", "/v1/jobs/{id}/rerun"),
     ("POST", "/v1/admin/reload"), ("GET", "/v1/admin/limits"), ("POST", "/v1/admin/limits"),
     ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"), ("POST", "/v1/admin/backup"),
+    ("POST", "/v1/admin/catalog/refresh"),
 }
 
 

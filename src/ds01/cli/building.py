@@ -28,11 +28,21 @@ class Progress:
             self.width = max(20, shutil.get_terminal_size().columns - 1)
         self._raw = None  # parser for raw output (feed)
         self._status = False
+        self._pull = None  # cli.pulling.PullView while a base image is pulled
 
     def event(self, ev: dict) -> None:
         """One event: ``{"step": n, "of": m, "text": …}`` or ``{"line": …}`` (others are ignored)."""
         if "step" in ev:
             self.step(int(ev["step"]), int(ev["of"]), str(ev.get("text", "")))
+        elif "layer" in ev or "pulled" in ev:  # the base image being pulled (issue 17)
+            if self._pull is None:
+                from ds01.cli.pulling import PullView
+
+                self._clear()
+                self._pull = PullView(tty=self.tty)
+            self._pull.event(ev)
+            if "pulled" in ev:
+                self._pull = None
         elif "line" in ev:
             self.line(str(ev["line"]))
 
@@ -67,6 +77,8 @@ class Progress:
             self._status = False
 
     def close(self) -> None:
+        if self._pull is not None:
+            self._pull.close()
         if self._raw is not None:
             for ev in self._raw.flush():
                 self.event(ev)

@@ -13,6 +13,7 @@ second positional, ``--``) returns None and the command goes through click, whic
 usage errors and every other option. ``project-launch`` takes the fast path only when nothing
 changed since the last build; otherwise it too falls back, having done and printed nothing.
 ``image-update`` only for ``--rebuild`` (no edits to make: straight to the daemon's build).
+``container-run PROJECT -- CMD...`` is the one form with a command after ``--`` (:func:`parse_run`).
 
 ``DS01_NO_FAST=1`` turns the fast path off (tests compare both paths with it); so does click's
 shell completion (``_<PROG>_COMPLETE``).
@@ -143,12 +144,31 @@ def parse(name: str, args: list[str]) -> tuple[str, frozenset[str]] | None:
     return project or "", frozenset(flags)
 
 
+def parse_run(name: str, args: list[str]) -> tuple[str, list[str]] | None:
+    """(project, cmd) for ``container-run PROJECT -- CMD...`` (CMD not empty); else None. What
+    click makes of that form too: ``--`` ends its options, the rest is the command as it is."""
+    if name != "container-run" or len(args) < 3 or args[1] != "--" or args[0].startswith("-"):
+        return None
+    return args[0], args[2:]
+
+
+def _run(project: str, cmd: list[str]) -> int:
+    from ds01.client.stream import run_exec
+
+    return run_exec(project, cmd, start=True)
+
+
 def try_run(name: str, args: list[str]) -> int | None:
     """The exit code when the fast path ran the command; None when click must."""
     if os.environ.get("DS01_NO_FAST", "0") not in ("", "0"):
         return None
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
         return None  # click's shell completion asking
+    run = parse_run(name, args)
+    if run is not None:  # container-run P -- CMD: scripts call it in loops
+        from ds01.cli.output import guarded
+
+        return guarded(lambda: _run(*run))
     parsed = parse(name, args)
     if parsed is None:
         return None

@@ -145,6 +145,25 @@ def base_image_bootstrap(c, *, suite: str | None = None, tag: str | None = None,
     return c.stream("POST", "/v1/admin/base-image/bootstrap", _body(suite=suite, tag=tag, force=force))
 
 
+def image_pull(c, ref: str) -> Iterator[dict]:
+    """Fetch an allowed image that is not on the host: per-layer progress, then ``pulled``."""
+    return c.stream("POST", "/v1/images-pull", _body(ref=ref))
+
+
+def admin_images_pull(c, refs: list[str] | None = None, *, defaults: bool | None = None) -> Iterator[dict]:
+    """(admins) Pre-fetch named images and/or the catalog defaults; NDJSON like :func:`image_pull`."""
+    return c.stream("POST", "/v1/admin/images/pull", _body(refs=refs or None, defaults=defaults))
+
+
+def admin_images_usage(c) -> dict:
+    return c.call("GET", "/v1/admin/images/usage")
+
+
+def admin_images_prune(c, *, unused_for: float | None = None, dry_run: bool | None = None,
+                       only: list[str] | None = None) -> dict:
+    return c.call("POST", "/v1/admin/images/prune", _body(unused_for=unused_for, dry_run=dry_run, only=only or None))
+
+
 def admin_backup(c, *, download: bool = False) -> Iterator[dict]:
     """(admins) Back up the state DB (kept in the state dir); ``download``: its bytes too."""
     return c.stream("POST", "/v1/admin/backup", params={"download": "1" if download else "0"})
@@ -270,6 +289,13 @@ def admin_limits_change(c, *, user: str | None = None, group: str | None = None,
 
 def admin_users(c) -> list[dict]:
     return c.call("GET", "/v1/admin/users")
+
+
+def admin_catalog_refresh(c, *, families: list[str] | None = None, registry: str | None = None,
+                          dry_run: bool = False) -> dict:
+    """Refresh the catalog overlay from registry tags: ``{"diff", "tags", "errors", …}``."""
+    return c.call("POST", "/v1/admin/catalog/refresh",
+                  _body(families=families or None, registry=registry, dry_run=dry_run or None))
 
 
 def admin_doctor(c) -> dict:

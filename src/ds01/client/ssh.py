@@ -27,7 +27,7 @@ def bridge(project: str, *, start: bool, out_fd: int, in_fd: int = 0, err_fd: in
     """Run the project's container sshd with ``in_fd``/``out_fd`` as its connection; returns its
     exit code (255 when the stream broke). The daemon's refusal is raised as its DS01Error (with
     ``start``, "not running" comes back as a Conflict with ``details.start``)."""
-    from websockets.exceptions import ConnectionClosed
+    from ds01.client.ws import ConnectionClosed
 
     ws = open_exec(project, {"ssh": True, "start": start}, timeout=60)
 

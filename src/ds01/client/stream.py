@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
-from typing import Any, Iterator
+TYPE_CHECKING = False  # (not typing's: its import costs every CLI start)
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 from ds01.client.api import exec_path
 from ds01.errors import DaemonUnavailable, RuntimeFailure, from_dict
@@ -25,9 +26,8 @@ EXIT = 0  # the "stream" number messages() uses for the exit code
 def open_exec(project: str, request: dict[str, Any], timeout: float | None = 30):
     """Connect, send the exec request and wait until the daemon says the process runs.
     Raises the daemon's refusal as its DS01Error class."""
-    from websockets.sync.client import unix_connect
-
     from ds01.client.http import socket_path_from_env
+    from ds01.client.ws import HandshakeFailed, unix_connect
 
     path = socket_path_from_env()
     try:
@@ -35,6 +35,9 @@ def open_exec(project: str, request: dict[str, Any], timeout: float | None = 30)
                           open_timeout=30, close_timeout=2)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         raise DaemonUnavailable(f"cannot reach the DS01 daemon at {path} ({e})", "ask an admin to start ds01d")
+    except HandshakeFailed as e:
+        raise DaemonUnavailable(f"the DS01 daemon at {path} did not open the stream ({e})",
+                                "ask an admin to check ds01d") from None
     try:
         ws.send(json.dumps(request))
         try:
@@ -54,7 +57,7 @@ def messages(ws, timeout: float | None = None) -> Iterator[tuple[int, Any]]:
     """``(1, bytes)`` stdout, ``(2, bytes)`` stderr, then ``(EXIT, code)``. A refusal raises; a
     connection that closes without an exit code yields ``(EXIT, 255)``. ``TimeoutError`` when no
     message comes within ``timeout``."""
-    from websockets.exceptions import ConnectionClosed
+    from ds01.client.ws import ConnectionClosed
 
     while True:
         try:
@@ -78,6 +81,8 @@ def _term_size() -> os.terminal_size:
     try:
         return os.get_terminal_size(sys.stdout.fileno())
     except OSError:
+        import shutil
+
         return shutil.get_terminal_size()
 
 
@@ -104,10 +109,10 @@ def run_exec(project: str, cmd: list[str] | None, *, start: bool, user: str | No
     SIGINT, SIGTERM and SIGHUP sent to this client go to the remote process's group (so Ctrl-C on
     ``container-run P -- CMD | cat`` ends CMD, exit 130; SIGTERM to a terminal session hangs it
     up); the second one sends SIGKILL."""
-    from websockets.exceptions import ConnectionClosed
+    from ds01.client.ws import ConnectionClosed
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    size = _term_size()
+    size = _term_size() if tty else os.terminal_size((80, 24))  # only a terminal has a size that matters
     ws = open_exec(project, {"cmd": cmd, "tty": tty, "rows": size.lines, "cols": size.columns,
                              "term": os.environ.get("TERM", "xterm"), "user": user, "start": start}, timeout=None)
     stop = threading.Event()

@@ -145,12 +145,12 @@ def build_app(s: Services, metrics: Metrics | None = None) -> web.Application:
     from ds01.daemon.http import api_middleware
     from ds01.daemon.routes import admin, containers, gpus, images, jobs, lifecycle, status, system
     from ds01.daemon.routes import exec as exec_
-    from ds01.daemon.routes import ssh
+    from ds01.daemon.routes import pulls, ssh
 
     middlewares = [] if metrics is None else [metrics.middleware()]
     app = web.Application(middlewares=[*middlewares, api_middleware(s.ctx)],
                           client_max_size=s.ctx.config.daemon.max_body)
-    for table in (system, containers, gpus, exec_, ssh, lifecycle, images, status, jobs, admin):
+    for table in (system, containers, gpus, exec_, ssh, lifecycle, images, pulls, status, jobs, admin):
         app.add_routes(table.routes(s))
     if metrics is not None:
         async def precreate(app: web.Application) -> None:  # a series per route, before any request
@@ -203,6 +203,9 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     clock = await asyncio.to_thread(_steady_clock, store)  # a step of the wall clock is not idle time
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance, clock=clock,
                   gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
+    from ds01.images.catalog_refresh import OVERLAY_NAME, set_overlay_path
+
+    set_overlay_path(str(paths.state_dir / OVERLAY_NAME))  # `admin catalog refresh` writes, the catalog merges
     waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
     services = build_services(ctx, on_release=waker.kick, config_path=cfg_path)
     if services.config_admin is not None:  # what `ds01 admin doctor` checks of our own files

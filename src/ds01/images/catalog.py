@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ds01.errors import ConfigError, InvalidInput, PolicyDenied
 
@@ -66,7 +66,7 @@ class CatalogEntry(BaseModel):
     framework_version: str
     variant: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
     cuda: str | None = None
-    python: str
+    python: str | None = None  # None: unknown (a refreshed tag that does not say it)
     min_driver: str | None = None
     gpu_archs: list[str] = []
     image: str
@@ -102,7 +102,9 @@ class CatalogEntry(BaseModel):
 
     @field_validator("framework_version", "python")
     @classmethod
-    def _pep440(cls, v: str) -> str:
+    def _pep440(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.field_name == "python":
+            return v
         try:
             Version(v)
         except InvalidVersion:
@@ -259,6 +261,7 @@ def load_catalog(extra_entries: Iterable[Mapping[str, Any] | CatalogEntry] | Non
     """
     shipped = _validate_entries(_packaged_entries(), "ds01/images/catalog.yaml")
     extra = _validate_entries(extra_entries or (), "config images catalog")
+    extra += _overlay_entries(shipped + extra)
     by_image = {e.ident: e for e in extra}
     merged = [by_image.pop(e.ident, e) for e in shipped]
     # Keep the admin's own order for entries that did not replace a shipped one.
@@ -270,6 +273,20 @@ def load_catalog(extra_entries: Iterable[Mapping[str, Any] | CatalogEntry] | Non
             "invalid image catalog: " + "; ".join(str(err["msg"]) for err in e.errors()),
             "fix the catalog entries in the config (images must be unique)",
         ) from None
+
+
+def shipped_entries() -> list[CatalogEntry]:
+    """The packaged catalog alone (what a refresh compares against)."""
+    return _validate_entries(_packaged_entries(), "ds01/images/catalog.yaml")
+
+
+def _overlay_entries(present: Sequence[CatalogEntry]) -> list[CatalogEntry]:
+    """The refresh overlay's entries not ``present`` (``catalog_refresh.overlay_entries``)."""
+    from ds01.images.catalog_refresh import overlay_entries
+
+    keys, idents = {e.key for e in present}, {e.ident for e in present}
+    return [e for e in overlay_entries(CatalogEntry.model_validate, ValidationError)
+            if e.key not in keys and e.ident not in idents]
 
 
 # --------------------------------------------------------------------------- selection

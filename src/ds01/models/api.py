@@ -95,6 +95,27 @@ class BootstrapBaseImage(Body):
     force: bool = False
 
 
+class PullImage(Body):
+    """POST /v1/images-pull: fetch an allowed image that is not on the host (NDJSON progress)."""
+
+    ref: str = Field(..., min_length=1, max_length=512)
+
+
+class AdminPullImages(Body):
+    """POST /v1/admin/images/pull (admins): the catalog defaults and/or named images."""
+
+    refs: list[str] = Field(default_factory=list, max_length=200)
+    defaults: bool = False
+
+
+class PruneImages(Body):
+    """POST /v1/admin/images/prune (admins)."""
+
+    unused_for: float = Field(30 * 86400, ge=0, le=10 * 366 * 86400)
+    dry_run: bool = False
+    only: list[str] = Field(default_factory=list, max_length=50)
+
+
 # -- lifecycle (issue 6) ------------------------------------------------------------------
 
 
@@ -153,3 +174,12 @@ class LimitsChange(Body):
     defaults: bool = False
     set: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=64)
     unset: list[str] = Field(default_factory=list, max_length=64)
+
+
+class CatalogRefresh(Body):
+    """POST /v1/admin/catalog/refresh (admins): list the families' tags (``registry``: one v2 API
+    base for all of them, e.g. a mirror; else each family's own) and write the catalog overlay."""
+
+    families: list[str] = Field(default_factory=list, max_length=16)
+    registry: str | None = Field(None, min_length=8, max_length=255, pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")
+    dry_run: bool = False

@@ -130,6 +130,16 @@ class ImagesConfig(Strict):
     # Debian/Ubuntu packages every DS01-written Dockerfile installs when the base image lacks
     # them (the offline base has them: images/bootstrap.py); [] = none.
     tools: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
+    # Pulls (issue 17): registry -> mirror host[:port][/prefix] ("docker.io", "nvcr.io", any
+    # other); a pull of <registry>/<path>:<tag> is fetched as <mirror>/<path>:<tag> and tagged
+    # with the name asked for. No fallback to the registry itself: a lab that sets a mirror
+    # wants every server to go through it.
+    mirrors: dict[str, str] = Field(default_factory=dict)
+    # Root-only (mode 0600) JSON file {"<registry or mirror>": {"username": …, "password": …}}
+    # (an NGC API key: username "$oauthtoken"); never readable by users.
+    credentials_file: str | None = "/etc/ds01/registry-auth.json"
+    pull_timeout: Duration = 3600
+    pull_retries: int = Field(2, ge=0, le=10)
 
     @field_validator("tools")
     @classmethod

@@ -182,7 +182,7 @@ class ContainerService:
         image = image or self.cfg.images.default
         self._check_image(image)
         if self.images is not None and local is None:
-            local = self.images.check_use(who, image)  # another user's image is as good as missing
+            local = self.images.use_or_pull(who, image, actor)  # another user's image is as good as missing
         container_ports = self._check_ports(ports)
         lim = self.limits_for(who)
         exists = local is not None if self.images is not None else self.ctx.runtime.image_exists(image)

@@ -104,6 +104,37 @@ class ImageService(ProjectImages):
         self._building: dict[int, int] = {}
         self._bootstrap = threading.Lock()
         self._buildargs = BuildArgs()
+        self._pulls: Any = None
+
+    @property
+    def pulls(self):
+        """The single-flight puller (``services.pulls``), made on first use."""
+        if self._pulls is None:
+            from ds01.services.pulls import PullService
+
+            with self._lock:
+                if self._pulls is None:
+                    self._pulls = PullService(self.ctx)
+        return self._pulls
+
+    def use_or_pull(self, who: Caller, ref: str, actor: Caller | None = None) -> ImageInfo | None:
+        """``check_use``, and an allowed image that is not here (not a DS01 name, not built on
+        the host) pulled first (single-flight, no progress: ``/v1/images-pull`` shows it)."""
+        from ds01.images.catalog import normalize_ref
+
+        info = self.check_use(who, ref)
+        if (info is None and normalize_ref(ref).ds01_parts() is None and hasattr(self.rt, "api")
+                and not self._is_local(ref)):
+            self.pulls.pull(who, ref, actor)
+            info = self.check_use(who, ref)
+        return info
+
+    @property
+    def housekeeping(self):
+        """``ds01 admin images pull/list/prune`` (``services.image_admin``)."""
+        from ds01.services.image_admin import ImageAdmin
+
+        return ImageAdmin(self.ctx, self)
 
     # -- host facts / catalog --------------------------------------------------------------
     def driver_version(self) -> str | None:
@@ -308,6 +339,9 @@ class ImageService(ProjectImages):
                 return
             yield {"line": f"Building {plan.repo}:{TAG} ({plan.context.files} files, "
                            f"{plan.context.bytes} bytes of context)"}
+            for ref, ident in (plan.bases or {}).items():
+                if ident == ref and not self._is_local(ref):  # not on the host: one shared pull (issue 17)
+                    yield from self.pulls.ensure(plan.who, ref, plan.actor)
             new_id = yield from self._engine_build(plan, cancel)
             old = self.rt.image_inspect(f"{plan.repo}:{TAG}")
             if old is not None and old.id != new_id and not self._owned(old, plan.who):

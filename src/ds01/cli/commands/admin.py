@@ -23,9 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "users": ("ds01.cli.commands.admin:users", "Every account the lab knows: group, overrides, what they hold"),
     "usage": ("ds01.cli.commands.admin:usage", "GPU-hours and container-hours of everyone"),
     "events": ("ds01.cli.commands.status:events", "Everyone's events (same options as 'ds01 events')"),
-    "images": ("ds01.cli.commands.admin:images", "Every user's project images"),
+    "images": ("ds01.cli.commands.admin_images:images", "Images: list every one, pull, prune"),
     "doctor": ("ds01.cli.commands.admin:doctor", "Check the host settings isolation relies on"),
     "base-image": ("ds01.cli.commands.admin:base_image", "The lab's offline base image (bootstrap)"),
+    "catalog": ("ds01.cli.commands.catalog:catalog", "Refresh the image catalog from registry tags"),
     "backup": ("ds01.cli.commands.backup:backup", "Back up the state database (online; restore: README)"),
 }
 

@@ -362,7 +362,7 @@ def _catalog(framework: str | None, as_json: bool) -> None:
     click.echo(f"NVIDIA driver on this host: {drv or 'none (CPU only)'}")
     rows = data["entries"]
     table(["framework", "version", "cuda", "python", "image", "runs here", ""],
-          ([r["framework"], r["framework_version"], r.get("cuda") or "cpu", r["python"],
+          ([r["framework"], r["framework_version"], r.get("cuda") or "cpu", r["python"] or "unknown",
             r["image"] + "".join(f" +{p}" for p in r.get("pip") or ()),
             ("CPU only here" if r.get("fit") == "cpu-only-here" else "yes") if r["runnable"]
             else f"no (driver ≥ {r['min_driver']})",

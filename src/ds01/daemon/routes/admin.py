@@ -6,6 +6,7 @@
     POST /v1/admin/limits          set/unset one level's limits in the config file, then reload
     GET  /v1/admin/users           every account the lab knows, with group, overrides and holdings
     GET  /v1/admin/doctor          the daemon's own directories and files: owner and mode
+    POST /v1/admin/catalog/refresh list registry tags, write the catalog overlay (services.catalog_refresh)
     POST /v1/admin/backup          ?download=1: NDJSON {"backup"}, {"chunk"}…, {"result"} (services.backup)
 """
 
@@ -72,7 +73,15 @@ def routes(s: Services) -> list[web.RouteDef]:
         first = await in_thread(next, gen)  # the backup itself: a failure is a plain HTTP error
         return await stream_ndjson(request, _chain(first, gen))
 
+    async def catalog_refresh(request: web.Request) -> web.Response:
+        body = await parse(request, api.CatalogRefresh)
+        who = require_admin(request, ctx, "refreshing the image catalog")
+        from ds01.services.catalog_refresh import refresh
+
+        return json_response(await in_thread(refresh, ctx, who, list(body.families), body.registry, body.dry_run))
+
     return [
+        web.post("/v1/admin/catalog/refresh", catalog_refresh),
         web.post("/v1/admin/backup", backup),
         web.post("/v1/admin/reload", reload),
         web.get("/v1/admin/limits", limits_show),

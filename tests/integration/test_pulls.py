@@ -190,3 +190,25 @@ def test_unreachable_mirror_is_a_clear_error_and_leaves_nothing(docker_client, l
         assert ev and all(e["result"] == "error" for e in ev)
     finally:
         d.destroy(docker_client)
+
+
+def test_a_build_pulls_its_missing_base_with_progress(docker_client, local_registry, mirrored):  # noqa: F811
+    import pwd
+
+    from .harness import USERS, write_as
+
+    ref = _fresh_image(docker_client, local_registry, mb=2)
+    p = unique_project("pull")
+    ws = f"{pwd.getpwnam(USERS['alice']).pw_dir}/workspace/{p}"
+    write_as("alice", f"{ws}/Dockerfile", f"FROM {ref}\nRUN test -f /blob\n")
+    try:
+        r = ok(mirrored.run("alice", "image-update", p, "--rebuild", timeout=300))
+        assert "Pulling " + ref in r.stdout and f"pulled {ref} from {local_registry.host}" in r.stdout, r.stdout
+        assert "Downloading" in r.stdout or "Download complete" in r.stdout
+        assert len(_pull_events(mirrored, ref)) == 1
+    finally:
+        mirrored.run("alice", "image-delete", p, "--force")
+        import shutil
+
+        shutil.rmtree(ws, ignore_errors=True)
+        _gone(docker_client, ref)

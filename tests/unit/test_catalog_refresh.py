@@ -68,7 +68,8 @@ def test_build_overlay_keeps_only_new_and_diff():
     assert d["added"] == ["pytorch/pytorch:2.13.0-cuda12.9-cudnn8-runtime"] and d["removed"] == []
     # a later refresh of another family keeps this family's part
     ov2 = cr.build_overlay({"python": ["3.14.0-slim"]}, known, ov)
-    assert {e["image"] for e in ov2["entries"]} == {"pytorch/pytorch:2.13.0-cuda12.9-cudnn8-runtime", "python:3.14.0-slim"}
+    assert {e["image"] for e in ov2["entries"]} == {"pytorch/pytorch:2.13.0-cuda12.9-cudnn8-runtime",
+                                                    "python:3.14.0-slim"}
     assert cr.diff(ov, ov2)["added"] == ["python:3.14.0-slim"]
     # a tag gone from the registry leaves the overlay
     assert cr.diff(ov2, cr.build_overlay({"pytorch": []}, known, ov2))["removed"] == [

@@ -131,3 +131,17 @@ def test_container_run_fast_form(args, expected):
 def test_container_run_fast_form_matches_click():
     ctx = _load("container-run").make_context("container-run", ["demo", "--", "a", "--b", "c"])
     assert (ctx.params["project"], list(ctx.params["cmd"]), ctx.params["user"]) == ("demo", ["a", "--b", "c"], None)
+
+
+def test_container_run_fast_path_imports_no_click_nor_websockets_and_ends_like_click():
+    code = ("import sys\nsys.argv = ['container-run', 'demo', '--', 'true']\nfrom ds01.cli.main import run_command\n"
+            "try:\n    run_command('container-run')\nfinally:\n"
+            "    sys.stderr.write('MODS:%s\\n' % sorted(m for m in ('click', 'websockets', 'pydantic', 'docker',"
+            " 'aiohttp', 'rich') if m in sys.modules))\n")
+    env = {"DS01_SOCKET": "/nonexistent/ds01.sock", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == DaemonUnavailable.exit_code and r.stderr.strip().endswith("MODS:[]")
+    slow = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "DS01_NO_FAST": "1"})
+    assert slow.returncode == r.returncode and "'click'" in slow.stderr
+    assert slow.stderr.split("MODS:")[0] == r.stderr.split("MODS:")[0]

@@ -236,6 +236,7 @@ def overlay_entries(validate: Any, invalid: type[Exception]) -> tuple[Any, ...]:
             try:
                 entries.append(validate(item))
             except invalid as e:
-                log.warning("catalog overlay entry %s ignored: %s", item.get("image") if isinstance(item, dict) else item, e)
+                name = item.get("image") if isinstance(item, dict) else item
+                log.warning("catalog overlay entry %s ignored: %s", name, e)
         _overlay.update(stamp=stamp, entries=tuple(entries))
     return _overlay["entries"]

@@ -75,7 +75,9 @@ class Registry:
         self.base = f"{u.scheme}://{u.netloc}{u.path.rstrip('/')}"
         self.timeout = timeout
         self._tokens: dict[str, str] = {}  # scope → bearer token
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # the daemon's proxy settings (http(s)_proxy, no_proxy) apply, except to a loopback registry
+        loopback = (u.hostname or "") in ("localhost", "::1") or (u.hostname or "").startswith("127.")
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
 
     def _open(self, url: str, headers: dict[str, str]) -> tuple[int, Any, bytes]:
         req = urllib.request.Request(url, headers={"User-Agent": "ds01-catalog-refresh", **headers})
@@ -114,7 +116,8 @@ class Registry:
         if status == 401:
             challenge = parse_challenge((hdrs or {}).get("WWW-Authenticate", "") if hdrs else "")
             if challenge is None:
-                raise RegistryError(f"registry {self.base}: unauthorized (it wants credentials, not an anonymous token)")
+                raise RegistryError(f"registry {self.base}: unauthorized (it wants credentials, "
+                                    "not an anonymous token)")
             self._tokens[scope] = self._token(challenge, scope)
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
             status, hdrs, body = self._open(url, headers)

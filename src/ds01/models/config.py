@@ -46,6 +46,9 @@ class Limits(Strict):
     # a user's workspace bytes (issue 16); 0 = no limit. Enforced with a filesystem user quota
     # where the workspace filesystem has them (see ``disk``), else reported as not enforced
     max_workspace_bytes: Size | None = Field(None, ge=0)
+    # a user's project image bytes, shared layers once (issue 17); 0 = no limit. A build that
+    # would go over it is refused (the new image removed), saying how much the user's images use
+    max_image_bytes: Size | None = Field(None, ge=0)
 
 
 DEFAULT_LIMITS = Limits(
@@ -65,6 +68,7 @@ DEFAULT_LIMITS = Limits(
     max_jobs_queued=100,
     max_jobs_running=4,
     max_workspace_bytes=0,
+    max_image_bytes=0,
 )
 
 

@@ -35,6 +35,7 @@ class EffectiveLimits:
     max_jobs_queued: int
     max_jobs_running: int
     max_workspace_bytes: int
+    max_image_bytes: int
     group: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 

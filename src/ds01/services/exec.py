@@ -243,12 +243,9 @@ def open_exec(ctx: Context, who: Caller, rec: ContainerRecord, cmd: list[str] | 
               term: str) -> ExecSession:
     """Start ``cmd`` (None: the login shell) in ``rec``'s running container as ``who``."""
     cmd = cmd or DEFAULT_SHELL
-    import logging; T0 = time.perf_counter()
     env = {**user_env(who, rec.gpus), "TERM": term}
     handle = ctx.runtime.exec_start(rec.docker_id, cmd, user=f"{who.uid}:{who.gid}", env=env,
                                     workdir="/workspace", tty=tty)
-    T1 = time.perf_counter()
     ctx.events.emit("container.exec", user=who.name, uid=who.uid, target=rec.project,
                     data={"cmd": cmd[:8], "tty": tty})
-    logging.getLogger("ds01d").warning("HPR exec_start %.1f emit %.1f", 1000*(T1-T0), 1000*(time.perf_counter()-T1))
     return ExecSession(ctx.runtime, handle, rec.project, rec.docker_id or "")

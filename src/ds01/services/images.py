@@ -117,6 +117,24 @@ class ImageService(ProjectImages):
                     self._pulls = PullService(self.ctx)
         return self._pulls
 
+    def _image_quota(self, who: Caller, swap: tuple[str | None, str] | None = None) -> None:
+        """``max_image_bytes``: refuse a build while over it; ``swap`` (old, new id): after the
+        engine built ``new``, refuse (and remove it) when it would take the user over."""
+        from ds01.policy.limits import effective_limits
+        from ds01.services import image_quota
+
+        limit = int(effective_limits(self.cfg, who.name, set(who.groups)).max_image_bytes or 0)
+        if limit <= 0:
+            return
+        try:
+            image_quota.check(self.ctx, who, limit, image_quota.user_image_bytes(self.ctx, who.uid, swap or (None, None)),
+                              after=swap is not None)
+        except PolicyDenied as e:
+            if swap is not None and swap[1] != swap[0]:
+                self.rt.image_remove(swap[1], force=True)
+            self.ctx.emit("image.build", who, "images", "denied", e.code, {"message": e.message})
+            raise
+
     def use_or_pull(self, who: Caller, ref: str, actor: Caller | None = None) -> ImageInfo | None:
         """``check_use``, and an allowed image that is not here (not a DS01 name, not built on
         the host) pulled first (single-flight, no progress: ``/v1/images-pull`` shows it)."""
@@ -264,6 +282,7 @@ class ImageService(ProjectImages):
                     raise
                 if same is not None:
                     return BuildPlan(actor, who, project, repo, None, {}, args, False, same, release)
+            self._image_quota(who)
             ctx = read_context(who.uid, who.gid, _gids(who), root, base, project, self.cfg.build.max_context)
             try:
                 checked = check_dockerfile(ctx.dockerfile)
@@ -344,6 +363,7 @@ class ImageService(ProjectImages):
                     yield from self.pulls.ensure(plan.who, ref, plan.actor)
             new_id = yield from self._engine_build(plan, cancel)
             old = self.rt.image_inspect(f"{plan.repo}:{TAG}")
+            self._image_quota(plan.who, (old.id if old else None, new_id))
             if old is not None and old.id != new_id and not self._owned(old, plan.who):
                 # never move a tag off an image that is not the caller's (defence in depth: the
                 # namespaces are one-to-one, see names.image_namespace)

@@ -41,7 +41,6 @@ log = logging.getLogger("ds01d")
 
 def routes(s: Services) -> list[web.RouteDef]:
     async def exec_(request: web.Request) -> web.StreamResponse:
-        import time as _t; T0 = _t.perf_counter()
         ws = web.WebSocketResponse(max_msg_size=1024 * 1024, heartbeat=30, compress=False)
         await ws.prepare(request)
         ssh = False
@@ -49,7 +48,6 @@ def routes(s: Services) -> list[web.RouteDef]:
             first = await ws.receive(timeout=30)
             if first.type != WSMsgType.TEXT:
                 raise InvalidInput("the first message must be the exec request (JSON text)")
-            T1 = _t.perf_counter()
             req = validate(ExecRequest, first.data, "invalid exec request: ")
             who = target(request, s.ctx, req.user)
             ssh = req.ssh
@@ -69,8 +67,6 @@ def routes(s: Services) -> list[web.RouteDef]:
             await ws.send_str(json.dumps({"type": "error", "error": e.to_dict()}))
             await ws.close()
             return ws
-        T2 = _t.perf_counter()
-        log.warning("HPR prepare+recv %.1f exec %.1f", 1000*(T1-T0), 1000*(T2-T1))
         await relay(ws, session, req.rows, req.cols)
         return ws
 
@@ -196,10 +192,8 @@ async def relay(ws: web.WebSocketResponse, session: ExecSession, rows: int, cols
             out_task.cancel()
         else:
             await out_task
-        import time as _t; T3 = _t.perf_counter()
         try:
             code = await in_thread(session.wait_exit)
-            log.warning("HPR wait_exit %.1f", 1000*(_t.perf_counter()-T3))
         except DS01Error:  # the engine does not answer: exit_lost says so
             code = None
         if code is None and not ws.closed:  # say what happened rather than a bare 255

@@ -104,6 +104,11 @@ def test_pull_refused_outside_images_allowed(mirrored):
     status, body = mirrored.api("alice", "POST", "/v1/images-pull", json.dumps({"ref": "evil/miner:1"}),
                                 {"Content-Type": "application/json"})
     assert status == 403 and body["error"]["code"] == "policy_denied"
+    # DS01's own names are never fetched from a registry (someone else's image on Docker Hub)
+    for ref in ("ds01/nosuch:latest", "ds01/ds01-bob/proj:latest"):
+        status, body = mirrored.api("alice", "POST", "/v1/images-pull", json.dumps({"ref": ref}),
+                                    {"Content-Type": "application/json"})
+        assert status == 404 and body["error"]["code"] == "not_found", body
 
 
 def test_two_users_at_once_share_one_pull(docker_client, local_registry, mirrored):  # noqa: F811
@@ -212,3 +217,30 @@ def test_a_build_pulls_its_missing_base_with_progress(docker_client, local_regis
 
         shutil.rmtree(ws, ignore_errors=True)
         _gone(docker_client, ref)
+
+
+def test_max_image_bytes_refuses_a_build_that_would_exceed_it(docker_client):
+    import pwd
+    import shutil
+
+    from .harness import USERS, write_as
+
+    d = new_daemon()
+    d.start({"users": {USERS["alice"]: {"max_image_bytes": "3m"}}, "defaults": {"max_image_bytes": "1g"}})
+    p = unique_project("quota")
+    ws = f"{pwd.getpwnam(USERS['alice']).pw_dir}/workspace/{p}"
+    write_as("alice", f"{ws}/Dockerfile", f"FROM {TEST_IMAGE}\nRUN dd if=/dev/zero of=/big bs=1M count=4\n")
+    try:
+        r = d.run("alice", "image-update", p, "--rebuild", timeout=300)
+        assert r.returncode == 6 and "max_image_bytes" in r.stderr and "3.0 MiB" in r.stderr, r.stderr
+        assert not docker_client.images.list(filters={"label": f"ds01.instance={d.instance}"})  # removed again
+        # bob has the default (1g): the same build is fine
+        pb = unique_project("quota")
+        wb = f"{pwd.getpwnam(USERS['bob']).pw_dir}/workspace/{pb}"
+        write_as("bob", f"{wb}/Dockerfile", f"FROM {TEST_IMAGE}\nRUN dd if=/dev/zero of=/big bs=1M count=4\n")
+        ok(d.run("bob", "image-update", pb, "--rebuild", timeout=300))
+        ok(d.run("bob", "image-delete", pb, "--force"))
+        shutil.rmtree(wb, ignore_errors=True)
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+        d.destroy(docker_client)

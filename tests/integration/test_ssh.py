@@ -346,8 +346,10 @@ def test_an_ssh_session_is_a_shell_not_work_and_ends_when_the_container_stops(da
     argv = keys.argv("ssh", "-tt", f"{project}.ds01")
     child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=60, dimensions=(24, 80))
     try:
-        child.sendline("echo READY")
-        child.expect("READY")
+        # the remote shell's answer, not the local terminal's echo of the line typed before ssh
+        # has the connection up (the container's sshd wrapper may still be setting up then)
+        child.sendline("echo READY$((6*7))")
+        child.expect("READY42")
         # sshd and the login shell are not work: a stop without --yes is not refused
         t0 = time.monotonic()
         r = ok(daemon.run("alice", "container-stop", project))

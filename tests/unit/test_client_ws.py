@@ -32,10 +32,13 @@ def server(tmp_path):
                 await (ws.send_str(msg.data) if msg.type == WSMsgType.TEXT else ws.send_bytes(msg.data))
         return ws
 
+    runners = []
+
     async def main():
         app = web.Application()
         app.router.add_get("/ws", handler)
         runner = web.AppRunner(app)
+        runners.append(runner)
         await runner.setup()
         await web.UnixSite(runner, path).start()
         ready.set()
@@ -44,7 +47,10 @@ def server(tmp_path):
     t.start()
     ready.wait(10)
     yield path, got
+    asyncio.run_coroutine_threadsafe(runners[0].cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
+    t.join(10)
+    loop.close()
 
 
 def test_round_trips_text_binary_big_and_close(server):

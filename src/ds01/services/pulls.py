@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-from ds01.errors import DS01Error, PermissionDenied, RuntimeFailure
+from ds01.errors import DS01Error, NotFound, PermissionDenied, RuntimeFailure
 from ds01.services.context import Context
 
 THROTTLE = 0.5
@@ -82,6 +82,13 @@ def load_credentials(path: str | None) -> dict[str, dict]:
     return {str(k).lower().rstrip("/"): v for k, v in data.items() if isinstance(v, dict)}
 
 
+def _host_built(ref: str) -> bool:
+    from ds01.images.catalog import load_catalog
+
+    entry = load_catalog().by_image(ref)
+    return bool(entry and entry.local)
+
+
 class PullService:
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -102,11 +109,14 @@ class PullService:
         from ds01.images.catalog import check_image_allowed, normalize_ref
 
         check_image_allowed(ref, self.cfg.images.allowed)
-        key = normalize_ref(ref).canonical
+        r = normalize_ref(ref)
+        key = r.canonical
         info = self.ctx.runtime.image_inspect(ref)
         if info is not None:
             yield {"pulled": {"image": ref, "id": info.id, "present": True, "transferred": 0}}
             return
+        if r.ds01_parts() is not None or _host_built(ref):  # never fetch DS01's own names from a registry
+            raise NotFound(f"image {ref!r} does not exist", "DS01's images are built on this host, never pulled")
         with self._lock:
             flight = self._flights.get(key)
             joined = flight is not None

@@ -36,3 +36,11 @@ def test_requirements_added_to_an_unmodified_generated_dockerfile():
     new = cli._reconstructed_without_req(text, "demo")
     assert new is not None and "COPY requirements.txt /opt/ds01/requirements.txt" in new
     assert cli._reconstructed_without_req(text + "# mine\n", "demo") is None
+
+
+def test_image_list_footer_counts_the_users_own_bytes_once():
+    from ds01.cli.commands.images import own_bytes_line
+
+    assert own_bytes_line(None) is None and own_bytes_line({"measured": False}) is None
+    line = own_bytes_line({"measured": True, "image_bytes": 3 * 2**20, "shared_layers_counted_once": True})
+    assert "3" in line and "MiB" in line and "shared layers counted once" in line

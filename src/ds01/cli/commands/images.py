@@ -352,6 +352,21 @@ def list_(all_users: bool, catalog: bool, framework: str | None, user: str | Non
     table(cols, ([r["user"]] * every + [r["project"], r["image"], format_size(r["size"]), ago(r["created"]),
                                         r.get("base") or "-", ",".join(r["used_by"]) or "-"] for r in rows),
           empty="no images yet ('image-create <project>' makes one)")
+    if rows and not every:
+        line = own_bytes_line(api.limits(Client()).get("disk"))
+        if line:
+            click.echo(line)
+
+
+def own_bytes_line(disk: dict | None) -> str | None:
+    """What the caller's images take on the disk, shared layers counted once (the daemon's last
+    measurement, the same figure check-limits and max_image_bytes use); None before the first."""
+    from ds01.units import format_size
+
+    if not disk or not disk.get("measured") or disk.get("image_bytes") is None:
+        return None
+    how = "shared layers counted once" if disk.get("shared_layers_counted_once") else "each image's own size"
+    return f"your images take {format_size(disk['image_bytes'])} in all ({how})"
 
 
 def _catalog(framework: str | None, as_json: bool) -> None:

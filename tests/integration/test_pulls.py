@@ -144,6 +144,10 @@ def test_two_launches_of_a_missing_image_pull_once_and_prune_keeps_it(docker_cli
         for u in ("alice", "bob"):
             ok(rcs[u])
         assert len(_pull_events(mirrored, used)) == 1
+        # the CLI shows the pull (one line per layer event off a terminal) before the create
+        outs = [rcs[u].stdout for u in ("alice", "bob")]
+        assert any("pulled " + used in o or "shared with a pull already running" in o for o in outs), outs
+        assert any(": Downloading" in o and ": Pull complete" in o for o in outs), outs
         ok(mirrored.run(None, "ds01", "admin", "images", "pull", unused))
         rows = json.loads(ok(mirrored.run(None, "ds01", "admin", "images", "list", "--json")).stdout)
         row = next(r for r in rows if used in r["tags"])

@@ -32,6 +32,8 @@ def print_queued(out: dict) -> None:
 def create(project: str, *, image: str | None = None, cpu_only: bool = False, gpu: dict | None = None,
            queue: bool | None = None, user: str | None = None, as_json: bool = False) -> None:
     """``container-create``; ``gpu`` is :func:`ds01.cli.options.gpu_request`'s dict."""
+    if image and not as_json:
+        pull_first(image)
     out = api.container_create(Client(), project, image=image, cpu_only=cpu_only, queue=queue, user=user,
                                **(gpu or {}))
     if as_json:
@@ -134,6 +136,22 @@ def find_container(project: str, *, missing_ok: bool = False) -> dict | None:
 
 
 # --------------------------------------------------------------------------- L3 deploy
+
+
+def pull_first(image: str) -> None:
+    """Show the pull of a missing ``--image`` (per-layer progress) before the container call,
+    which would otherwise pull it silently; an image already here answers at once. Refusals
+    (not allowed, not found, registry down) come from this call with the pull's own message."""
+    from ds01.cli.pulling import PullView
+
+    view = PullView()
+    try:
+        for ev in api.image_pull(Client(), image):  # an {"error"} line raises in the client
+            if "pulled" in ev and (ev["pulled"] or {}).get("present"):
+                continue  # nothing to show: it was already on this host
+            view.event(ev)
+    finally:
+        view.close()
 
 
 def deploy(project: str, *, image: str | None = None, gpu: dict[str, Any] | None = None, queue: bool = False,

@@ -54,6 +54,10 @@ def container_deploy(project: str, image: str | None, cpu_only: bool, gpus: int 
       container-deploy thesis --gpus 1 --background
       container-deploy thesis --mig 1 --queue      wait for a GPU slice if none is free
     """
+    if image and not as_json:
+        from ds01.cli.verbs import pull_first
+
+        pull_first(image)  # a missing --image is pulled with progress shown, not silently
     out = deploy(project, image=image, gpu=gpu_request(gpus, gpu_profile, mig), queue=queue, cpu_only=cpu_only,
                  user=user)
     if not out.get("queued") and should_open(open_ and not user, as_json or bool(user)):

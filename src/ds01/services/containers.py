@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ds01 import labels
-from ds01.errors import CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied, PolicyDenied, RuntimeFailure
+from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied,
+                         PolicyDenied, RuntimeFailure)
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import build_spec, resolve_ref
@@ -33,23 +34,14 @@ _STATUS_MAP = {"created": "created", "running": "running", "paused": "running", 
                "exited": "exited", "dead": "exited", "removing": "exited"}
 
 
+_VIEW_KEYS = ("project", "user", "uid", "name", "id", "image", "status", "created_at", "started_at", "stopped_at",
+              "gpus", "limits", "workspace", "ports")
+
+
 def record_view(rec: ContainerRecord, info: ContainerInfo | None = None) -> dict[str, Any]:
-    return {
-        "project": rec.project,
-        "user": rec.user,
-        "uid": rec.uid,
-        "name": rec.docker_name,
-        "id": (rec.docker_id or "")[:12],
-        "image": rec.image,
-        "status": rec.status,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "stopped_at": rec.stopped_at,
-        "gpus": rec.gpus,
-        "limits": rec.limits,
-        "workspace": rec.workspace,
-        "ports": [{"container": c, "host_ip": ip, "host_port": hp} for c, ip, hp in rec.ports],
-    }
+    computed = {"name": rec.docker_name, "id": (rec.docker_id or "")[:12],
+                "ports": [{"container": c, "host_ip": ip, "host_port": hp} for c, ip, hp in rec.ports]}
+    return {k: computed[k] if k in computed else getattr(rec, k) for k in _VIEW_KEYS}
 
 
 def _free_port() -> int:
@@ -521,6 +513,12 @@ class ContainerService:
         :class:`ds01.services.exec.ExecSession`."""
         from ds01.services.exec import open_exec
 
+        rec = self.resolve(who, ref)
+        if rec.status == "running" and rec.docker_id:  # the usual case: no inspect first (~2 ms)
+            try:
+                return open_exec(self.ctx, who, rec, cmd, tty=tty, term=term)
+            except (ContainerGone, Conflict):
+                pass  # the record was stale: sync it, and start or refuse precisely, below
         return open_exec(self.ctx, who, self.exec_target(who, ref, start, actor), cmd, tty=tty, term=term)
 
     # -- reconcile -------------------------------------------------------------------------

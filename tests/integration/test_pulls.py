@@ -223,6 +223,49 @@ def test_a_build_pulls_its_missing_base_with_progress(docker_client, local_regis
         _gone(docker_client, ref)
 
 
+def test_a_refreshed_framework_tag_inits_launches_pulls_with_progress_and_runs(
+        docker_client, local_registry, mirrored, base_image):  # noqa: F811
+    """Issue 17's bar end to end: a PyTorch tag pushed to the registry (the mirror of docker.io)
+    is found by `catalog refresh`, chosen by `project-init --framework`, pulled with progress by
+    `project-launch`, and the container runs."""
+    import pwd
+    import shutil
+
+    from .harness import USERS
+
+    tag = "2.14.0-cuda12.1-cudnn9-runtime"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:  # the lab base (python, tools) + a layer of its own
+        for name, data in (("Dockerfile", f"FROM {base_image}\nCOPY blob /blob\n".encode()),
+                           ("blob", os.urandom(2 * 1024 * 1024))):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    buf.seek(0)
+    image, _ = docker_client.images.build(fileobj=buf, custom_context=True, rm=True)
+    local_registry.push(docker_client, image.id, REPO, tag)
+    _gone(docker_client, image.id)
+    ref = f"{REPO}:{tag}"
+    _gone(docker_client, ref)
+    p = unique_project("fw")
+    ws = f"{pwd.getpwnam(USERS['alice']).pw_dir}/workspace/{p}"
+    try:
+        r = ok(mirrored.run(None, "ds01", "admin", "catalog", "refresh", "--family", "pytorch",
+                            "--registry", local_registry.url))
+        assert tag in r.stdout, r.stdout
+        ok(mirrored.run("alice", "project-init", p, "--framework", "pytorch==2.14.0", "--yes"))
+        assert f"FROM {ref}" in open(f"{ws}/Dockerfile").read()
+        r = ok(mirrored.run("alice", "project-launch", p, "--background", timeout=600))
+        assert "Pulling " + ref in r.stdout and ("Downloading" in r.stdout or "Pull complete" in r.stdout), r.stdout
+        r = ok(mirrored.run("alice", "container-run", p, "--", "sh", "-c", "test -f /blob && echo ran"))
+        assert "ran" in r.stdout
+    finally:
+        mirrored.run("alice", "container-retire", p, "--yes")
+        mirrored.run("alice", "image-delete", p, "--force", "--yes")
+        shutil.rmtree(ws, ignore_errors=True)
+        _gone(docker_client, ref)
+
+
 def test_max_image_bytes_refuses_a_build_that_would_exceed_it(docker_client):
     import pwd
     import shutil

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -76,10 +77,13 @@ def test_concurrent_requests_share_one_pull():
     who = SimpleNamespace(uid=1, name="a")
     out = []
     ts = [threading.Thread(target=lambda: out.append(list(svc.ensure(who, "pytorch/pytorch:1")))) for _ in range(2)]
-    for t in ts:
-        t.start()
-    while svc.pulls_started < 1:
-        pass
+    ts[0].start()
+    deadline = time.monotonic() + 10
+    while svc.pulls_started < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    ts[1].start()  # while the first pull is held: it must join that pull, not start its own
+    while svc.pulls_joined < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
     eng.go.set()
     for t in ts:
         t.join(10)

@@ -96,6 +96,7 @@ class PullService:
         self._flights: dict[str, _Flight] = {}
         self.sources: dict[str, str] = {}  # image id -> where it was pulled from (this daemon's life)
         self.pulls_started = 0  # engine pulls begun (tests: two launches -> one pull)
+        self.pulls_joined = 0  # requests that waited on a pull already running
 
     @property
     def cfg(self):
@@ -120,6 +121,7 @@ class PullService:
         with self._lock:
             flight = self._flights.get(key)
             joined = flight is not None
+            self.pulls_joined += joined
             if flight is None:
                 flight = self._flights[key] = _Flight(ref)
                 self.pulls_started += 1

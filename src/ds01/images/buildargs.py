@@ -9,6 +9,7 @@ import os
 import re
 
 from ds01.errors import DS01Error
+from ds01.policy.environment import index_and_proxy_env
 
 # Linux caps one environment string at MAX_ARG_STRLEN (128 KiB); build args become environment
 # variables of each RUN, so a bigger DS01_CA_PEM makes every RUN fail with "argument list too long".
@@ -75,13 +76,7 @@ class BuildArgs:
             pem = self._ca_pem(b.ca_bundle)
             if pem:
                 args["DS01_CA_PEM"] = pem
-        if b.pip_index_url:
-            args["PIP_INDEX_URL"] = b.pip_index_url
-        if b.pip_extra_index_url:
-            args["PIP_EXTRA_INDEX_URL"] = b.pip_extra_index_url
-        if b.http_proxy:
-            for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-                args[k] = b.http_proxy
+        args.update(index_and_proxy_env(b))
         if getattr(b, "wheelhouse", None):
             url = self._wheelhouse_url(b)
             if url:

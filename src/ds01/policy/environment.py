@@ -47,11 +47,9 @@ def profile_script(env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def package_env(build, ca: bool) -> dict[str, str]:
-    """The build's package settings as run-time variables (``build``: ``models.config.BuildConfig``);
-    empty unless ``build.in_containers``. ``ca``: whether the CA bundle file is provided."""
-    if not getattr(build, "in_containers", False):
-        return {}
+def index_and_proxy_env(build) -> dict[str, str]:
+    """The ``build`` config's pip index and proxy as the variables pip and curl read: the same
+    set for build args (``images.buildargs``) and for run-time package settings."""
     env: dict[str, str] = {}
     if build.pip_index_url:
         env["PIP_INDEX_URL"] = build.pip_index_url
@@ -60,6 +58,15 @@ def package_env(build, ca: bool) -> dict[str, str]:
     if build.http_proxy:
         for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env[k] = build.http_proxy
+    return env
+
+
+def package_env(build, ca: bool) -> dict[str, str]:
+    """The build's package settings as run-time variables (``build``: ``models.config.BuildConfig``);
+    empty unless ``build.in_containers``. ``ca``: whether the CA bundle file is provided."""
+    if not getattr(build, "in_containers", False):
+        return {}
+    env = index_and_proxy_env(build)
     if ca:  # pip, requests, OpenSSL (curl, Python's ssl) and git all trust the lab's CAs
         for k in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"):
             env[k] = CA_PATH

@@ -32,6 +32,7 @@ command -v chromium >/dev/null || need_pkgs+=(chromium)    # headless test of th
 command -v setquota >/dev/null || need_pkgs+=(quota)       # max_workspace_bytes as user quotas (ext4/XFS)
 [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)  # the pull tests' local registry (issue 17)
 [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)  # a real local registry for the image pull / catalog tests
+command -v slurmctld >/dev/null || need_pkgs+=(slurm-wlm slurm-client munge)  # the two-node Slurm test cluster (issue 18)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -18,3 +18,7 @@ try:
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 except ImportError:  # pragma: no cover
     pass
+
+# cluster mode (issue 18): one Slurm test cluster and one cluster-mode head per session, shared by
+# tests/cluster and tests/security (defined once here, so it is brought up once)
+from tests.cluster.fixtures import cluster, slurm_cluster  # noqa: E402,F401

@@ -132,6 +132,15 @@ class EngineUnavailable(RuntimeFailure):
     http_status = 503
 
 
+class NodeUnavailable(EngineUnavailable):
+    """Cluster mode: a node's agent does not answer (or refused the head's credential). Daemon
+    side only, like EngineUnavailable: exit 10, the message naming the node."""
+
+
+class SchedulerFailure(RuntimeFailure):
+    """Cluster mode: a Slurm command failed or did not answer (the message says which and why)."""
+
+
 class BuildFailed(DS01Error):
     """An image build failed (the message carries the failing step and its last output lines)."""
 

@@ -18,6 +18,8 @@ GPUS = f"{PREFIX}.gpus"
 CREATED_AT = f"{PREFIX}.created_at"
 PROBE = f"{PREFIX}.probe"
 JOB = f"{PREFIX}.job"  # a batch job's container: its job id (issue 14)
+NODE = f"{PREFIX}.node"  # cluster mode: the node it runs on (issue 18)
+SLURM_JOB = f"{PREFIX}.slurm_job"  # cluster mode: the Slurm job whose life it shares
 # images only
 BASE = f"{PREFIX}.base"
 CONTENT_HASH = f"{PREFIX}.content_hash"

@@ -41,7 +41,7 @@ ROUTES = {
     ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/logs"),
     ("POST", "/v1/jobs/{id}/cancel"), ("POST", "/v1/jobs/{id}/rerun"),
     ("POST", "/v1/admin/reload"), ("GET", "/v1/admin/limits"), ("POST", "/v1/admin/limits"),
-    ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"), ("POST", "/v1/admin/backup"),
+    ("GET", "/v1/admin/users"), ("GET", "/v1/admin/doctor"), ("POST", "/v1/admin/cluster/sync"), ("POST", "/v1/admin/backup"),
     ("POST", "/v1/admin/catalog/refresh"),
 }
 

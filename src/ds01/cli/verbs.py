@@ -117,8 +117,12 @@ def list_containers(*, show_all: bool = False, all_users: bool = False, user: st
     cols = ["project", "status", "image", "gpus", "created", "name"]
     if all_users or user:
         cols.insert(0, "user")
+    nodes = any(r.get("node") for r in rows)  # cluster mode: where each one runs
+    if nodes:
+        cols.insert(cols.index("gpus"), "node")
     table(cols, ([r["user"]] * bool(all_users or user) + [
-        r["project"], r["status"], r["image"], ",".join(r["gpus"]) or "-", ago(r["created_at"]), r["name"]]
+        r["project"], r["status"], r["image"], *([r.get("node") or "-"] if nodes else []),
+        ",".join(r["gpus"]) or "-", ago(r["created_at"]), r["name"]]
         for r in rows), empty="no containers" + ("" if show_all else " running (--all shows stopped ones)"))
 
 

@@ -298,6 +298,11 @@ def admin_catalog_refresh(c, *, families: list[str] | None = None, registry: str
                   _body(families=families or None, registry=registry, dry_run=dry_run or None))
 
 
+def admin_cluster_sync(c, *, apply: bool = False) -> dict:
+    """Cluster mode: ``{"slurm_conf": diff, "qos", "mapping", "applied", "notes", …}``."""
+    return c.call("POST", "/v1/admin/cluster/sync", _body(apply=apply or None))
+
+
 def admin_doctor(c) -> dict:
     """The daemon's checks of its own directories and files."""
     return c.call("GET", "/v1/admin/doctor")

@@ -70,6 +70,12 @@ async def tick(s: Services, waker: Waker | None = None) -> None:
         await asyncio.to_thread(s.jobs.tick)
     except Exception:
         log.exception("jobs tick failed")
+    cluster = getattr(s, "cluster", None)
+    if cluster is not None and cluster.active:  # issue 18: books = Slurm's, drained nodes, nodes' GPUs
+        try:
+            await asyncio.to_thread(cluster.tick)
+        except Exception:
+            log.exception("cluster tick failed")
     served = await asyncio.to_thread(s.gpu.serve_queue)
     disk = getattr(s, "disk", None)
     if disk is not None:  # who is due for a disk measurement (done in its own thread)

@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="if the state database is not a DS01 database of a known version, move it aside "
                         "and start with a new one (its history is lost)")
     p.add_argument("--docker-url", help="Docker Engine URL (default: the config's engine.url, else DOCKER_HOST)")
+    p.add_argument("--node", metavar="NAME",
+                   help="cluster mode: run the node agent of Slurm node NAME instead of the head (docs/scale-out.md)")
+    p.add_argument("--listen", metavar="ADDR:PORT",
+                   help="with --node: the address to listen on (default: the node's NodeAddr and cluster.agent_port)")
     return p.parse_args(argv)
 
 
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         log.warning("ds01d is not running as root: it cannot act as other users")
     socket_path = Path(args.socket) if args.socket else paths.socket
+    if args.node:
+        _run_agent(cfg, args, paths)
+        return
     try:
         docker_url = args.docker_url or cfg.engine.url or os.environ.get("DOCKER_HOST")
         asyncio.run(serve(cfg, paths, socket_path, docker_url, cfg_path, args.init_state))
@@ -94,8 +101,25 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def _run_agent(cfg, args, paths: Paths) -> None:
+    from ds01.daemon.agent import serve_node
+
+    try:
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        serve_node(cfg, args.node, args.listen, args.docker_url or cfg.engine.url or os.environ.get("DOCKER_HOST"),
+                   str(paths.state_dir / f"node-{args.node}"))
+    except DS01Error as e:
+        print(f"ds01d --node: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        print(f"ds01d --node: cannot listen: {e.strerror}", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
-                   config_path: Path | None = None) -> Services:
+                   config_path: Path | None = None, placement=None) -> Services:
     """The composition root: every service, built once, each given its collaborators when it is
     constructed. ``on_release`` is called (from worker threads) after GPU devices were released."""
     from ds01.daemon.services import Services
@@ -118,17 +142,32 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
         containers.remove(actor, who, project, force=True)
 
     images = ImageService(ctx, remove_container=remove_container)
-    containers = ContainerService(ctx, on_release=on_release, images=images)
+    containers = ContainerService(ctx, on_release=on_release, images=images, placement=placement)
     jobs = JobService(ctx, containers, images=images, on_release=on_release)
     disk = DiskService(ctx, containers.limits_for)
-    gpu = GpuService(containers, jobs=jobs, disk=disk)
+    from ds01.services.cluster import ClusterService
+
+    cluster = ClusterService(containers, notify=_notifier(ctx))
+    gpu = GpuService(containers, jobs=jobs, disk=disk, cluster=cluster)
     from ds01.services.charts import ChartService
 
     status = StatusService(containers, gpu)
     return Services(ctx=ctx, images=images, containers=containers, gpu=gpu, jobs=jobs,
                     lifecycle=LifecycleService(ctx, containers), status=status,
                     usage=UsageService(ctx, containers), config_admin=_config_admin(ctx, config_path),
-                    ssh=SshService(ctx, containers), charts=ChartService(ctx, status), disk=disk)
+                    ssh=SshService(ctx, containers), charts=ChartService(ctx, status), disk=disk, cluster=cluster)
+
+
+def _notifier(ctx: Context):
+    def send(who, project: str, text: str) -> None:
+        from ds01.services.notify import notify
+
+        try:
+            notify(who, project, text, ctx.config.containers.workspace_base, ctx.clock())
+        except Exception:  # a failed message must not undo a served request
+            log.exception("could not notify %s", who.name)
+
+    return send
 
 
 def _config_admin(ctx: Context, config_path: Path | None):
@@ -196,26 +235,35 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
         raise RuntimeFailure(f"cannot reach the Docker Engine: {e}", "start dockerd, then start ds01d again")
     from ds01.gpu import make_source
 
-    gpu_source = make_source(cfg.gpu)
-    inventory = await asyncio.to_thread(gpu_source.read)
+    placement = None
+    mounts_dir: str | None = str(paths.state_dir / "mounts")
+    if cfg.cluster.engine == "slurm":  # issue 18: Slurm places, node agents run the containers
+        runtime, placement, gpu_source, inventory = await asyncio.to_thread(_cluster_parts, cfg, runtime, store)
+        mounts_dir = None  # the workspace is bound on its node from shared storage (the agent checks it)
+    else:
+        gpu_source = make_source(cfg.gpu)
+        inventory = await asyncio.to_thread(gpu_source.read)
     log.info("GPU inventory (%s): %d device(s), driver %s", getattr(gpu_source, "kind", "?"),
              len(inventory.allocatable), inventory.driver_version)
     clock = await asyncio.to_thread(_steady_clock, store)  # a step of the wall clock is not idle time
     ctx = Context(config=cfg, store=store, runtime=runtime, events=events, instance=cfg.daemon.instance, clock=clock,
-                  gpu_source=gpu_source, inventory=inventory, mounts_dir=str(paths.state_dir / "mounts"))
+                  gpu_source=gpu_source, inventory=inventory, mounts_dir=mounts_dir)
     from ds01.images.catalog_refresh import OVERLAY_NAME, set_overlay_path
 
     set_overlay_path(str(paths.state_dir / OVERLAY_NAME))  # `admin catalog refresh` writes, the catalog merges
     waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
-    services = build_services(ctx, on_release=waker.kick, config_path=cfg_path)
+    services = build_services(ctx, on_release=waker.kick, config_path=cfg_path, placement=placement)
     if services.config_admin is not None:  # what `ds01 admin doctor` checks of our own files
         services.config_admin.own_files = own_files(paths, cfg_path)
     metrics = Metrics(services, services.status)
     events.listeners.append(metrics.on_event)  # lifecycle actions, queue waits, build durations
     app = build_app(services, metrics)
-    summary = await asyncio.to_thread(services.containers.reconcile)
+    from ds01.services.reconcile import reconcile
+
+    summary = await asyncio.to_thread(reconcile, services.containers)
     summary.update(await asyncio.to_thread(services.jobs.recover))  # jobs ran on while we were down
     summary.update(await asyncio.to_thread(services.gpu.recover_serving))  # a queue entry served mid-crash
+    summary.update(await asyncio.to_thread(services.cluster.reconcile))  # cluster mode: books = squeue
     events.emit("daemon.start", target=str(socket_path), data={"config": str(cfg_path), **summary})
     await asyncio.to_thread(filemodes.enforce, paths, own_socket_dir, False)  # the files just created
     # (never more than the descriptors allow: accept must not fail for lack of them)
@@ -266,6 +314,29 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
     guard.close()
     await runner.cleanup()
     store.close()
+
+
+def _cluster_parts(cfg, local, store):
+    """Cluster mode's runtime (every node's agent), placement (Slurm), and inventory (Slurm's GRES)."""
+    from ds01.gpu.inventory import EmptySource
+    from ds01.runtime.cluster import ClusterRuntime
+    from ds01.runtime.node_client import NodeClient
+    from ds01.services.placement import SlurmPlacement
+    from ds01.runtime.slurm import SlurmCli
+
+    c = cfg.cluster
+    slurm = SlurmCli(c.slurm_conf)
+    nodes = {n.name: NodeClient(n.name, n.addr or n.name, c.agent_port, float(c.agent_timeout), c.munge_socket)
+             for n in slurm.nodes()}
+
+    def node_of(cid: str) -> str | None:
+        rec = store.container_by_docker_id(cid)
+        return rec.node if rec is not None else None
+
+    runtime = ClusterRuntime(local, nodes, node_of)
+    placement = SlurmPlacement(cfg, slurm, cfg.daemon.instance, runtime)
+    log.info("cluster mode: Slurm partition %s, nodes %s", c.partition, ", ".join(sorted(nodes)) or "none")
+    return runtime, placement, EmptySource(), placement.inventory()
 
 
 def _steady_clock(store):

@@ -6,6 +6,8 @@ but ``daemon.http``; nothing in it is patched in after construction.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 from ds01.services.charts import ChartService
@@ -40,3 +42,5 @@ class Services:
     disk: DiskService | None = None
     # the status page's and dashboard's charts (issue 16); None in unit tests that build Services by hand
     charts: ChartService | None = None
+    # cluster mode (issue 18): ClusterService over the Slurm placement (inactive on one server)
+    cluster: Any = None

@@ -176,6 +176,13 @@ class LimitsChange(Body):
     unset: list[str] = Field(default_factory=list, max_length=64)
 
 
+class ClusterSync(Body):
+    """POST /v1/admin/cluster/sync (admins): show DS01's policy as Slurm settings; ``apply``
+    writes them (docs/scale-out.md)."""
+
+    apply: bool = False
+
+
 class CatalogRefresh(Body):
     """POST /v1/admin/catalog/refresh (admins): list the families' tags (``registry``: one v2 API
     base for all of them, e.g. a mirror; else each family's own) and write the catalog overlay."""

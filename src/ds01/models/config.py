@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ds01.errors import ConfigError
+from ds01.models.cluster import ClusterConfig
 from ds01.units import parse_duration, parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -416,6 +417,7 @@ class Config(Strict):
     notify: NotifyConfig = NotifyConfig()
     engine: EngineConfig = EngineConfig()
     disk: DiskConfig = DiskConfig()
+    cluster: ClusterConfig = ClusterConfig()
     defaults: Limits = DEFAULT_LIMITS
     groups: list[GroupLimits] = []
     users: dict[str, Limits] = {}

@@ -73,3 +73,24 @@ class ContainerSpec:
     # (path in the container, text): small root-owned files bound read-only (the login shell's
     # environment, the admin's CA bundle: policy/environment.py)
     files: tuple[tuple[str, str], ...] = ()
+
+
+def spec_to_dict(spec: ContainerSpec) -> dict:
+    """A spec as JSON-able data (the head sends it to a node agent in cluster mode)."""
+    import dataclasses
+
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict) -> ContainerSpec:
+    """The inverse of :func:`spec_to_dict`; TypeError/KeyError on a malformed body."""
+    d = dict(d)
+    d["account"] = Account(**d["account"])
+    d["mounts"] = tuple(Mount(**m) for m in d["mounts"])
+    d["tmpfs"] = tuple(Tmpfs(**t) for t in d["tmpfs"])
+    for k in ("cap_drop", "gpu_device_ids"):
+        d[k] = tuple(d.get(k) or ())
+    d["command"] = tuple(d["command"]) if d.get("command") is not None else None
+    d["ports"] = tuple(tuple(p) for p in d.get("ports") or ())
+    d["files"] = tuple(tuple(f) for f in d.get("files") or ())
+    return ContainerSpec(**d)

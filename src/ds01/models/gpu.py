@@ -58,6 +58,7 @@ class Device:
     profile: str | None = None
     slices: int = MIG_SLICES
     mig_enabled: bool = False
+    node: str | None = None  # cluster mode: the server it is in (None: this one)
 
     @property
     def equivalents(self) -> float:
@@ -82,6 +83,7 @@ class Device:
             "slices": self.slices,
             "mig_enabled": self.mig_enabled,
             "equivalents": self.equivalents,
+            "node": self.node,
         }
 
 
@@ -112,7 +114,7 @@ class Inventory:
     @cached_property
     def gpus(self) -> tuple[Device, ...]:
         """Every physical GPU, MIG-split or not, by index."""
-        return tuple(sorted((d for d in self.devices if d.kind == "gpu"), key=lambda d: d.index))
+        return tuple(sorted((d for d in self.devices if d.kind == "gpu"), key=lambda d: (d.node or "", d.index)))
 
     @cached_property
     def whole_gpus(self) -> tuple[Device, ...]:

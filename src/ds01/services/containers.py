@@ -6,6 +6,7 @@ records; ``target`` is the caller or, for admins, ``--user``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -13,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ds01 import labels
-from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NotFound, PermissionDenied,
-                         PolicyDenied, RuntimeFailure)
+from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, NodeUnavailable, NotFound,
+                         PermissionDenied, PolicyDenied, RuntimeFailure)
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
 from ds01.policy.containers import build_spec, resolve_ref
@@ -35,7 +36,7 @@ _STATUS_MAP = {"created": "created", "running": "running", "paused": "running", 
 
 
 _VIEW_KEYS = ("project", "user", "uid", "name", "id", "image", "status", "created_at", "started_at", "stopped_at",
-              "gpus", "limits", "workspace", "ports")
+              "gpus", "limits", "workspace", "ports", "node")
 
 
 def record_view(rec: ContainerRecord, info: ContainerInfo | None = None) -> dict[str, Any]:
@@ -53,8 +54,13 @@ def _free_port() -> int:
 
 
 class ContainerService:
-    def __init__(self, ctx: Context, on_release: Callable[[], None] | None = None, images: Any = None):
+    def __init__(self, ctx: Context, on_release: Callable[[], None] | None = None, images: Any = None,
+                 placement: Any = None):
+        from ds01.services.placement import LocalPlacement
+
         self.ctx = ctx
+        # where containers run and with which devices: this server, or Slurm (services/placement.py)
+        self.placement = placement or LocalPlacement()
         # ImageService: ownership of per-user images and each project's default image
         self.images = images
         # called after devices were released (the daemon wakes the queue server)
@@ -74,7 +80,11 @@ class ContainerService:
 
     def _sync(self, rec: ContainerRecord) -> ContainerRecord:
         """Refresh a record's status from the engine (Docker is the truth for what exists)."""
-        info = self.ctx.runtime.inspect(rec.docker_id) if rec.docker_id else None
+        try:
+            info = self.ctx.runtime.inspect(rec.docker_id) if rec.docker_id else None
+        except NodeUnavailable:  # cluster mode: its node's agent is down; nothing is concluded
+            rec.status = "unknown"
+            return rec
         return self._apply_info(rec, info, confirmed=True)
 
     def _apply_info(self, rec: ContainerRecord, info: ContainerInfo | None,
@@ -87,13 +97,17 @@ class ContainerService:
         again, and the record is changed only if no verb of that project is in flight and the row
         still says what we read (compare-and-set inside one state transaction).
         """
-        if rec.status in ("creating", "removed", "gone"):
+        if rec.status in ("creating", "removed", "gone", "unknown"):
             return rec  # a create in flight in another thread, or already ended
         with self._ops.try_hold(rec.uid, rec.project) as free:
             if not free:
                 return rec  # a verb of this project is running: it records the truth itself
             if info is None and not confirmed and rec.docker_id:
-                info = self.ctx.runtime.inspect(rec.docker_id)
+                try:
+                    info = self.ctx.runtime.inspect(rec.docker_id)
+                except NodeUnavailable:  # cluster mode: shown 'unknown', never decided 'gone'
+                    rec.status = "unknown"
+                    return rec
             now = self.ctx.clock()
             if info is None:
                 with self.ctx.store.transaction() as conn:
@@ -159,11 +173,12 @@ class ContainerService:
     # -- L2 verbs --------------------------------------------------------------------------
     def _create(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                cpu_only: bool = False, request: GpuRequest | None = None, ports: list[int] | None = None,
-               queue: bool = False, queue_id: int | None = None) -> dict[str, Any]:
+               queue: bool = False, queue_id: int | None = None, placed: Any = None) -> dict[str, Any]:
         """Create (not start) the container of (who, project). GPU devices are decided and recorded
         in one state transaction together with the container record, so concurrent creates can
         never hold a device twice or exceed a limit. With ``queue`` and no free device, the request
-        waits in the fair queue instead (``{"queued": True, ...}``)."""
+        waits in the fair queue instead (``{"queued": True, ...}``). In cluster mode the placement
+        (Slurm) decides node and devices first (``placed``: a queued job that has started)."""
         project = validate_project(project)
         request = request or GpuRequest()
         if cpu_only and request.kind != "none":
@@ -188,7 +203,42 @@ class ContainerService:
         workspace = existing_workspace(who, project, template) or ensure_workspace(
             who, project, template, self.cfg.containers.workspace_group)
         name = container_name(self.cfg.containers.name_prefix, who.uid, project)
+        owned = placed is None  # a job submitted here is cancelled here if the create fails
+        if placed is None and self.placement.external:
+            self._precheck(who, project, lim, request)  # before a job is submitted for nothing
+            placed = self.placement.acquire(who, project, request, lim, "/tmp")
+        try:
+            return self._record_and_create(actor, who, project, image, request, lim, local, workspace, name,
+                                           container_ports, queue, queue_id, placed)
+        except BaseException:
+            if owned and placed is not None:
+                self.placement.release(placed.job)
+            raise
+
+    def _precheck(self, who: Caller, project: str, lim: Any, request: GpuRequest) -> None:
+        """Cluster mode, before submitting: what Slurm does not enforce, the head does (limits,
+        request validity; as if every device were free: which ones is Slurm's choice)."""
+        if request.kind != "none":
+            outcome = decide(self.ctx.inventory, {}, request, lim, self.ctx.store.holding(who.uid))
+            if not isinstance(outcome, Allocation) and outcome.kind != "capacity":
+                raise outcome.to_error()
+        existing = self.ctx.store.live_container(who.uid, project)
+        if existing is not None:
+            raise Conflict(f"project {project!r} already has a container ({existing.status})",
+                           f"use 'container-start {project}', or 'container-remove {project}' first")
+        if len(self.ctx.store.live_containers(who.uid)) >= lim.max_containers:
+            raise PolicyDenied(f"your limit is {lim.max_containers} containers",
+                               "remove one you no longer need with 'container-remove <project>'")
+
+    def _record_and_create(self, actor: Caller, who: Caller, project: str, image: str, request: GpuRequest,
+                           lim: Any, local: Any, workspace: str, name: str, container_ports: list[int],
+                           queue: bool, queue_id: int | None, placed: Any) -> dict[str, Any]:
+        from ds01.policy.placement import Pending
+
         now = self.ctx.clock()
+        if isinstance(placed, Pending) and not queue:
+            raise CapacityExhausted(f"no node can start this now (Slurm: {placed.reason or 'pending'})",
+                                    "add --queue to wait for it, or see 'gpu-queue'")
         with self.ctx.store.transaction() as conn:
             existing = self.ctx.store.live_container(who.uid, project)
             if existing is not None:
@@ -203,7 +253,11 @@ class ContainerService:
                     "remove one you no longer need with 'container-remove <project>'",
                 )
             devices: dict[str, float] = {}
-            if request.kind != "none":
+            if isinstance(placed, Pending):  # cluster mode: Slurm holds the request as a pending job
+                return self._enqueue(conn, who, project, request, image, container_ports, now, placed.job)
+            if placed is not None:  # cluster mode: exactly the devices Slurm gave the job
+                devices = placed.devices
+            elif request.kind != "none":
                 outcome = decide(self.ctx.inventory, self.ctx.store.held_devices(conn), request, lim,
                                  self.ctx.store.holding(who.uid, conn))
                 if not isinstance(outcome, Allocation):
@@ -218,6 +272,7 @@ class ContainerService:
                 conn, uid=who.uid, user=who.name, project=project, docker_id=None,
                 docker_name=name, image=image, status="creating", created_at=now, gpus=list(devices),
                 workspace=workspace, request=request.to_dict(),
+                node=placed.node if placed is not None else None, slurm_job=placed.job if placed is not None else None,
             )
             rec = ContainerRecord(id=rec_id, uid=who.uid, user=who.name, project=project, docker_id=None,
                                   docker_name="", image=image, status="creating", created_at=now)
@@ -228,10 +283,14 @@ class ContainerService:
             host_ports = tuple((p, "127.0.0.1", _free_port()) for p in container_ports)
             source = self._mount_point(workspace, name)
             spec = build_spec(self.cfg, who, project, image, lim, source, now, self.ctx.instance,
-                              device_ids=tuple(devices), ports=host_ports, host_cpus=os.cpu_count(),
+                              device_ids=placed.device_ids if placed is not None else tuple(devices),
+                              ports=host_ports, host_cpus=os.cpu_count(),
                               image_id=local.id if local is not None else None,
                               image_volumes=local.volumes if local is not None else (),
                               image_env=local.env if local is not None else (), ca_text=ca_text(self.cfg.build))
+            if placed is not None:  # the node and job it belongs to (the agent checks both)
+                spec = dataclasses.replace(spec, labels={**spec.labels, labels.NODE: placed.node,
+                                                         labels.SLURM_JOB: str(placed.job)})
             info = self.ctx.runtime.create(spec)
         except BaseException:
             self._unpin(name)
@@ -313,11 +372,11 @@ class ContainerService:
         return f" (held now: {who})"
 
     def _enqueue(self, conn, who: Caller, project: str, request: GpuRequest, image: str, ports: list[int],
-                 now: float) -> dict[str, Any]:
+                 now: float, slurm_job: int | None = None) -> dict[str, Any]:
         if self.ctx.store.is_queued(conn, who.uid, project):
             raise Conflict(f"project {project!r} is already waiting in the GPU queue",
                            "see 'gpu-queue'; cancel with 'gpu-queue --cancel <id>'")
-        qid = self.ctx.store.enqueue(conn, who.uid, who.name, project, request.to_dict(), image, ports, now)
+        qid = self.ctx.store.enqueue(conn, who.uid, who.name, project, request.to_dict(), image, ports, now, slurm_job)
         position = self.ctx.store.waiting_count(conn)
         self.ctx.events.emit("queue.add", user=who.name, uid=who.uid, target=project,
                              data={"request": request.to_dict(), "id": qid})
@@ -333,6 +392,12 @@ class ContainerService:
     def _start(self, actor: Caller, who: Caller, ref: str) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
+        if rec.status == "exited" and self.placement.external:
+            # cluster mode: its job ended with the stop; Slurm places it again (maybe elsewhere)
+            self._remove(actor, who, rec.project, force=True)
+            self._create(actor, who, rec.project, image=rec.image, request=GpuRequest.from_dict(rec.request),
+                         ports=[p[0] for p in rec.ports])
+            rec = self.resolve(who, rec.project)
         if rec.status != "running":
             self.ctx.store.ensure_writable()  # a start that could not be recorded must not happen
             self._retake_gpus(who, rec)
@@ -391,7 +456,15 @@ class ContainerService:
             self.ctx.store.update_container(rec.id, status="exited", stopped_at=now)
             rec.status, rec.stopped_at = "exited", now
             self.ctx.emit("container.stop", who, rec.project, data={"timeout": t}, actor=actor)
+        if not self.placement.holds_after_stop:
+            self._end_placement(rec, "stopped")
         return record_view(rec)
+
+    def _end_placement(self, rec: ContainerRecord, why: str) -> None:
+        """Cluster mode: a stopped container holds nothing: its job is cancelled, its devices free."""
+        self.placement.release(rec.slurm_job)
+        if self.ctx.store.release(rec.id, self.ctx.clock(), why) and self.on_release:
+            self.on_release()
 
     def _remove(self, actor: Caller, who: Caller, ref: str, force: bool = False) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
@@ -407,6 +480,7 @@ class ContainerService:
             self.ctx.store.update_container(rec.id, conn, status="removed", ended_at=now)
             released = self.ctx.store.release(rec.id, now, "removed", conn)
         rec.status, rec.ended_at = "removed", now
+        self.placement.release(rec.slurm_job)  # cluster mode: after the container, its job
         self.ctx.emit("container.remove", who, rec.project, data={"force": force, "released": released},
                    actor=actor)
         if released and self.on_release:
@@ -422,7 +496,7 @@ class ContainerService:
     # -- L3: orchestrators (composed from the L2 verbs above) ------------------------------
     def _deploy(self, actor: Caller, who: Caller, project: str, image: str | None = None,
                request: GpuRequest | None = None, ports: list[int] | None = None,
-               queue: bool = False, queue_id: int | None = None) -> dict[str, Any]:
+               queue: bool = False, queue_id: int | None = None, placed: Any = None) -> dict[str, Any]:
         """create + start. Reuses the project's container if it exists (starting it if stopped).
         A start that fails after a successful create is rolled back (container removed, devices
         released), so a half-done deploy never holds GPUs."""
@@ -433,7 +507,8 @@ class ContainerService:
             if existing.status not in ("gone", "creating"):
                 out = self.start(actor, who, project)
                 return {**out, "reused": True}
-        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue, queue_id=queue_id)
+        out = self.create(actor, who, project, image=image, request=request, ports=ports, queue=queue,
+                          queue_id=queue_id, placed=placed)
         if out.get("queued"):
             return out
         try:
@@ -472,7 +547,7 @@ class ContainerService:
         out = []
         for rec in recs:
             rec = self._apply_info(rec, infos.get(rec.docker_id or ""))
-            if rec.status == "gone" or (not include_stopped and rec.status != "running"):
+            if rec.status == "gone" or (not include_stopped and rec.status not in ("running", "unknown")):
                 continue
             out.append(record_view(rec))
         return out
@@ -520,78 +595,3 @@ class ContainerService:
             except (ContainerGone, Conflict):
                 pass  # the record was stale: sync it, and start or refuse precisely, below
         return open_exec(self.ctx, who, self.exec_target(who, ref, start, actor), cmd, tty=tty, term=term)
-
-    # -- reconcile -------------------------------------------------------------------------
-    def reconcile(self) -> dict[str, int]:
-        """Match the DB to the engine after a (re)start: records whose container disappeared are
-        marked gone; managed containers of this instance we did not know are adopted."""
-        recs = self.ctx.store.live_containers()
-        infos = {i.id: i for i in self.ctx.runtime.list(labels.managed(self.ctx.instance))}
-        known = set()
-        gone = adopted = 0
-        for rec in recs:
-            if rec.status == "creating":  # the daemon died mid-create
-                with self.ctx.store.transaction() as conn:
-                    self.ctx.store.update_container(rec.id, conn, status="gone", ended_at=self.ctx.clock())
-                    self.ctx.store.release(rec.id, self.ctx.clock(), "create interrupted", conn)
-                if rec.docker_name:
-                    self.ctx.runtime.remove(rec.docker_name, force=True)
-                    self._unpin(rec.docker_name)
-                gone += 1
-                continue
-            info = infos.get(rec.docker_id or "")
-            before = rec.status
-            self._apply_info(rec, info)
-            if rec.status == "gone" and before != "gone":
-                gone += 1
-            if info is not None:
-                known.add(info.id)
-        for cid, info in infos.items():
-            if cid in known or labels.JOB in info.labels:  # a batch job's: JobService.recover's
-                continue
-            lb = info.labels
-            try:
-                uid = int(lb.get(labels.UID, ""))
-                project = validate_project(lb.get(labels.PROJECT, ""))
-            except (ValueError, DS01Error):
-                log.warning("not adopting %s: bad ds01 labels", info.name)
-                continue
-            if info.name != container_name(self.cfg.containers.name_prefix, uid, project):
-                # only what this daemon would have created: a build step or a hand-made container
-                # carrying copied ds01.* labels is not a user's container
-                log.warning("not adopting %s: its name does not match its ds01 labels", info.name)
-                continue
-            if self.ctx.store.live_container(uid, project) is not None:
-                log.warning("not adopting %s: (%s, %s) already has a live record", info.name, uid, project)
-                continue
-            full = self.ctx.runtime.inspect(cid) or info
-            gpus = [g for g in lb.get(labels.GPUS, "").split(",") if g]
-            with self.ctx.store.transaction() as conn:
-                rec_id = self.ctx.store.insert_container(
-                    conn, uid=uid, user=lb.get(labels.USER, str(uid)), project=project, docker_id=cid,
-                    docker_name=info.name, image=lb.get(labels.IMAGE, info.image),
-                    status=_STATUS_MAP.get(full.status, "exited"),
-                    created_at=float(lb.get(labels.CREATED_AT) or self.ctx.clock()), gpus=gpus,
-                )
-                # its env names these devices: hold them again if nobody else does
-                held = self.ctx.store.held_devices(conn)
-                mine = {g: self.ctx.inventory.device(g).equivalents for g in gpus
-                        if g not in held and self.ctx.inventory.device(g) is not None}
-                rec = self.ctx.store.get_container(rec_id)
-                self.ctx.store.allocate(conn, rec, mine, self.ctx.clock())
-            self.ctx.events.emit("container.adopt", user=lb.get(labels.USER), uid=uid, target=project,
-                                 reason="found in the engine at daemon start")
-            adopted += 1
-        stale = self._unpin_stale()
-        nets = self.ctx.runtime.prune_networks(labels.managed(self.ctx.instance))  # users with no container
-        return {"gone": gone, "adopted": adopted, "known": len(known), "stale_pins": stale, "networks": nets}
-
-    def _unpin_stale(self) -> int:
-        """At start-up no start is in progress: every pin is left over (a daemon killed mid-start, a container
-        removed while it was down); all come off, live ones' mount points stay. Returns how many were not live."""
-        if not self.ctx.mounts_dir or not os.path.isdir(self.ctx.mounts_dir):
-            return 0
-        live, names = {r.docker_name for r in self.ctx.store.live_containers()}, os.listdir(self.ctx.mounts_dir)
-        for name in names:
-            self._unpin(name, remove_dir=name not in live)
-        return len([n for n in names if n not in live])

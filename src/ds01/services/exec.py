@@ -148,6 +148,8 @@ class ExecSession:
         """Send the signal ``name`` (a key of SIGNALS) to the process's group; False when it is
         not running (any more) or the name is not one of SIGNALS."""
         sig = SIGNALS.get(name)
+        if sig is not None and getattr(self.runtime, "remote", False):  # cluster mode: on its node
+            return self.runtime.exec_signal(self.handle.id, self.container_id, sig)  # type: ignore[attr-defined]
         pid = self.pid()
         return sig is not None and pid is not None and signal_group(pid, self.container_id, sig)
 
@@ -155,6 +157,10 @@ class ExecSession:
         """The client went away: hang up on the process group (as a closed terminal would), then
         SIGKILL what is left of the group after ``grace`` seconds. Blocking."""
         if not self.signal("HUP"):
+            return
+        if getattr(self.runtime, "remote", False):  # the node's pids are not ours to watch
+            time.sleep(grace)
+            self.signal("KILL")
             return
         pid = self._pid or 0
         deadline = time.monotonic() + grace

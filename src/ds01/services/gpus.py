@@ -19,8 +19,10 @@ log = logging.getLogger("ds01d")
 
 
 class GpuService:
-    def __init__(self, containers: ContainerService, jobs: Any = None, disk: Any = None):
+    def __init__(self, containers: ContainerService, jobs: Any = None, disk: Any = None, cluster: Any = None):
         self.containers = containers
+        # ClusterService (issue 18): in cluster mode Slurm places and orders; None = this server
+        self.cluster = cluster if cluster is not None and cluster.active else None
         self.ctx = containers.ctx
         # DiskService (issue 16): workspace/image bytes and max_workspace_bytes; None in unit tests
         self.disk = disk
@@ -48,10 +50,14 @@ class GpuService:
             devices.append(row)
         total = sum(d.equivalents for d in self.ctx.inventory.allocatable)
         used = sum(a["equivalents"] for a in held.values())
-        return {"driver_version": self.ctx.inventory.driver_version, "cuda_version": self.ctx.inventory.cuda_version,
-                "source": getattr(self.ctx.gpu_source, "kind", type(self.ctx.gpu_source).__name__),
+        out = {"driver_version": self.ctx.inventory.driver_version, "cuda_version": self.ctx.inventory.cuda_version,
+                "source": "slurm" if self.cluster else getattr(self.ctx.gpu_source, "kind",
+                                                              type(self.ctx.gpu_source).__name__),
                 "devices": devices, "total_equivalents": round(total, 4), "free_equivalents": round(total - used, 4),
                 "queue_length": len(self.ctx.store.waiting())}
+        if self.cluster is not None:
+            out["nodes"] = self.cluster.nodes()
+        return out
 
     def limits(self, who: Caller) -> dict[str, Any]:
         lim = self.containers.limits_for(who)
@@ -110,13 +116,14 @@ class GpuService:
         ordered = self._ordered()
         now = self.ctx.clock()
         estimate = self._estimate(now)
+        slurm = self.cluster.queue_info() if self.cluster is not None else {}
         out = []
         for pos, (e, row) in enumerate(ordered, start=1):
             if who is not None and row["uid"] != who.uid:
                 continue
             out.append({"id": e.id, "position": pos, "user": e.user, "project": row["project"],
                         "request": e.request.describe(), "waiting_s": round(now - e.enqueued_at, 1),
-                        "estimate_s": estimate})
+                        "estimate_s": estimate, **slurm.get(e.id, {})})  # cluster: Slurm's reason and estimate
         return out
 
     def _estimate(self, now: float) -> float | None:
@@ -140,12 +147,15 @@ class GpuService:
         if row is None or (row["uid"] != who.uid and not who.is_admin):
             raise NotFound(f"you have no waiting request {queue_id}", "'gpu-queue' lists yours")
         self.ctx.store.end_queued(queue_id, "cancelled", self.ctx.clock())
+        self.containers.placement.release(row.get("slurm_job"))  # cluster mode: its pending job
         self.ctx.events.emit("queue.cancel", user=row["user"], uid=row["uid"], target=row["project"])
         return {"cancelled": queue_id}
 
     def serve_queue(self) -> list[dict[str, Any]]:
         """Start every queued request that fits now, in fair-share order (called each tick and
-        whenever devices are released)."""
+        whenever devices are released). In cluster mode: every request whose Slurm job started."""
+        if self.cluster is not None:
+            return self.cluster.serve_queue()
         ordered = self._ordered()
         if not ordered:
             return []

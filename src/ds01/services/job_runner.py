@@ -16,6 +16,7 @@ is recognised by the engine process's boot marker changing: ``lost`` (or queued 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -28,6 +29,8 @@ from ds01.policy import jobs as P
 from ds01.policy.allocation import Allocation, decide
 from ds01.policy.containers import build_spec
 from ds01.policy.limits import EffectiveLimits, effective_limits
+from ds01.policy.placement import Placed
+from ds01.policy.slurm import slurm_time
 from ds01.services.context import Context
 from ds01.services.identity import Caller, caller_from_uid
 from ds01.services.workspace import ensure_workspace, existing_workspace
@@ -138,16 +141,44 @@ class JobRunner:
             return False
         return self._start(job, who, self._limits(who))
 
+    def _placed(self, job: JobRecord, who: Caller, lim: EffectiveLimits) -> Any:
+        """Cluster mode: the job's Slurm placement once it started (None: not yet; submitted
+        as the user on the first call, with the job's own time limit)."""
+        placement = self.containers.placement
+        if not job.slurm_job:
+            args = placement.submit_args(who, f"{job.project}-job{job.id}", GpuRequest.from_dict(job.request), lim,
+                                         "/tmp")
+            args = [a if not a.startswith("--time=") else f"--time={slurm_time(job.time_limit or lim.max_runtime)}"
+                    for a in args]
+            self.ctx.store.update_job(job.id, slurm_job=placement.slurm.submit(args))
+            return None
+        now = placement.poll(job.slurm_job)
+        if now is None:  # cancelled or failed in Slurm before it started: submit again next time
+            self.ctx.store.update_job(job.id, slurm_job=None)
+            return None
+        return now if isinstance(now, Placed) else None
+
     def _start(self, job: JobRecord, who: Caller, lim: EffectiveLimits) -> bool:
         store, now = self.ctx.store, self.ctx.clock()
         req = GpuRequest.from_dict(job.request)
         name = P.job_container_name(self.cfg.containers.name_prefix, job.uid, job.id)
+        placed = None
+        if self.containers.placement.external:
+            try:
+                placed = self._placed(job, who, lim)
+            except DS01Error as e:
+                log.warning("job %s: Slurm: %s", job.id, e.message)
+                return False
+            if placed is None:
+                return False
         with store.transaction() as tx:
             cur = store.get_job(job.id, tx)
             if cur is None or cur.state != P.QUEUED or not self._may_start(cur, lim, tx):
                 return False
             devices: dict[str, float] = {}
-            if req.kind != "none":
+            if placed is not None:  # cluster mode: the devices Slurm gave it
+                devices = placed.devices
+            elif req.kind != "none":
                 outcome = decide(self.ctx.inventory, store.held_devices(tx), req, lim, store.holding(job.uid, tx))
                 if not isinstance(outcome, Allocation):
                     if outcome.kind == "invalid":
@@ -158,14 +189,16 @@ class JobRunner:
             row = store.insert_container(
                 tx, uid=job.uid, user=job.user, project=f"{job.project}#job{job.id}", docker_id=None,
                 docker_name=name, image=job.image, status="job", created_at=now, gpus=list(devices),
-                request=req.to_dict())
+                request=req.to_dict(), node=placed.node if placed else None,
+                slurm_job=placed.job if placed else None)
             rec = ContainerRecord(id=row, uid=job.uid, user=job.user, project=f"{job.project}#job{job.id}",
                                   docker_id=None, docker_name=name, image=job.image, status="job", created_at=now)
             store.allocate(tx, rec, devices, now)
             store.set_job_state(job.id, P.QUEUED, tx, state=P.STARTING, container=row, gpus=list(devices),
                                 docker_name=name, log_path=self.log_path(job.id), engine_boot=self.boot_marker())
         try:
-            docker_id = self._launch(job, who, lim, tuple(devices), name, now)
+            docker_id = self._launch(job, who, lim, placed.device_ids if placed else tuple(devices), name, now,
+                                     placed)
         except Exception as e:
             msg = e.message if isinstance(e, DS01Error) else str(e)
             log.warning("job %s could not start: %s", job.id, msg)
@@ -189,7 +222,7 @@ class JobRunner:
         return True
 
     def _launch(self, job: JobRecord, who: Caller, lim: EffectiveLimits, devices: tuple[str, ...], name: str,
-                now: float) -> str:
+                now: float, placed: Any = None) -> str:
         """Create and start the container; its engine id."""
         template = self.cfg.containers.workspace_base
         workspace = existing_workspace(who, job.project, template) or ensure_workspace(
@@ -204,6 +237,9 @@ class JobRunner:
         spec = P.job_spec(base, job_id=job.id, prefix=self.cfg.containers.name_prefix, uid=job.uid,
                           command=tuple(job.command), env=job.env, array_id=job.array_id,
                           array_index=job.array_index, image=image)
+        if placed is not None:  # cluster mode: the node and Slurm job it belongs to (the agent checks)
+            spec = dataclasses.replace(spec, labels={**spec.labels, labels.NODE: placed.node,
+                                                     labels.SLURM_JOB: str(placed.job)})
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         with open(self.log_path(job.id), "wb"):
             pass  # a fresh, empty log (a requeued job starts over)
@@ -288,7 +324,8 @@ class JobRunner:
         return True
 
     def _cleanup(self, job_id: int, row: int | None, name: str | None, docker_id: str | None = None) -> None:
-        """Remove the container, its pin and its devices (the record and log stay)."""
+        """Remove the container, its pin and its devices (the record and log stay); in cluster
+        mode its Slurm job is cancelled after the container."""
         try:
             if docker_id or name:
                 self.ctx.runtime.remove(docker_id or name, force=True)
@@ -297,6 +334,9 @@ class JobRunner:
         if name:
             self.containers._unpin(name)
         job = self.ctx.store.get_job(job_id)
+        if job is not None and job.slurm_job:
+            self.containers.placement.release(job.slurm_job)
+            self.ctx.store.update_job(job_id, slurm_job=None)
         if job is not None:  # the user's network, if this was their last container (issue 15)
             self.ctx.runtime.prune_networks(labels.managed(self.ctx.instance, job.uid))
         released = 0
@@ -331,6 +371,7 @@ class JobRunner:
 
     def _end_queued(self, job: JobRecord, state: str, reason: str) -> None:
         if self.ctx.store.set_job_state(job.id, P.QUEUED, state=state, reason=reason, ended_at=self.ctx.clock()):
+            self.containers.placement.release(job.slurm_job)  # cluster mode: its pending Slurm job
             self.ctx.events.emit(f"job.{state}", user=job.user, uid=job.uid, target=job.project,
                                  result="error" if state == P.FAILED else "ok", reason=reason,
                                  data={"job": job.id})
@@ -392,7 +433,9 @@ class JobRunner:
                     self._end_queued(job, P.FAILED, reason or "dependency failed")
                     out["failed_deps"] += 1
         for job, who, lim in self._eligible():
-            if GpuRequest.from_dict(job.request).kind == "none" and self._start(job, who, lim):
+            # cluster mode: Slurm orders GPU jobs too; the tick starts what it placed
+            if (GpuRequest.from_dict(job.request).kind == "none" or self.containers.placement.external) \
+                    and self._start(job, who, lim):
                 out["started"] += 1
         return out
 

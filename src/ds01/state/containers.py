@@ -31,6 +31,8 @@ class ContainerRecord:
     workspace: str = ""
     ports: list = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)
+    node: str | None = None  # cluster mode (issue 18)
+    slurm_job: int | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "ContainerRecord":

@@ -52,6 +52,7 @@ class JobRecord:
     requested: str | None = None
     waited: bool = False
     rerun_of: int | None = None
+    slurm_job: int | None = None  # cluster mode (issue 18)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":

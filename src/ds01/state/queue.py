@@ -27,12 +27,12 @@ class QueueStore(StoreBase):
                                (uid, project)))
 
     def enqueue(self, conn: Tx | None, uid: int, user: str, project: str, request: dict[str, Any], image: str,
-                ports: list[int], now: float) -> int:
-        """Add a waiting request; its queue id."""
+                ports: list[int], now: float, slurm_job: int | None = None) -> int:
+        """Add a waiting request; its queue id. ``slurm_job``: cluster mode, the pending job."""
         return self._cursor(
-            conn, "INSERT INTO queue (uid, user, project, request, image, ports, enqueued_at, status)"
-            " VALUES (?,?,?,?,?,?,?, 'waiting')",
-            (uid, user, project, json.dumps(request), image, json.dumps(ports), now)).lastrowid
+            conn, "INSERT INTO queue (uid, user, project, request, image, ports, enqueued_at, status, slurm_job)"
+            " VALUES (?,?,?,?,?,?,?, 'waiting', ?)",
+            (uid, user, project, json.dumps(request), image, json.dumps(ports), now, slurm_job)).lastrowid
 
     def mark_serving(self, conn: Tx, queue_id: int, container: int) -> bool:
         """In the transaction that records ``container`` for it: the request is being served

@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS containers (
     gpus        TEXT NOT NULL DEFAULT '[]',
     workspace   TEXT NOT NULL DEFAULT '',
     ports       TEXT NOT NULL DEFAULT '[]',  -- [[container port, host ip, host port], ...]
-    request     TEXT NOT NULL DEFAULT '{}'   -- the GPU request, to re-allocate on restart
+    request     TEXT NOT NULL DEFAULT '{}',  -- the GPU request, to re-allocate on restart
+    node        TEXT,                   -- cluster mode: the node it runs on
+    slurm_job   INTEGER                 -- cluster mode: the Slurm job whose life it shares
 );
 -- one live container per (user, project)
 CREATE UNIQUE INDEX IF NOT EXISTS containers_live ON containers(uid, project)
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS queue (
     status      TEXT NOT NULL,          -- waiting | serving | served | cancelled | failed
     ended_at    REAL,
     note        TEXT,
-    container   INTEGER                 -- serving: the containers row made for it (same transaction)
+    container   INTEGER,                -- serving: the containers row made for it (same transaction)
+    slurm_job   INTEGER                 -- cluster mode: the pending Slurm job that will serve it
 );
 CREATE UNIQUE INDEX IF NOT EXISTS queue_waiting ON queue(uid, project) WHERE status = 'waiting';
 
@@ -179,7 +182,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     engine_boot   TEXT,                 -- the engine's boot marker when it started
     requested     TEXT,                 -- cancel | timeout: what the daemon asked of it
     waited        INTEGER NOT NULL DEFAULT 0,
-    rerun_of      INTEGER
+    rerun_of      INTEGER,
+    slurm_job     INTEGER           -- cluster mode: the Slurm job that places it
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_uid ON jobs(uid, state);
@@ -205,7 +209,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Bring a state DB written by an older ds01d up to this schema (additive changes only)."""
     for table, name, decl in (("containers", "ports", "TEXT NOT NULL DEFAULT '[]'"),
                               ("containers", "request", "TEXT NOT NULL DEFAULT '{}'"),
-                              ("queue", "container", "INTEGER")):  # the record a 'serving' row made
+                              ("queue", "container", "INTEGER"),  # the record a 'serving' row made
+                              ("containers", "node", "TEXT"), ("containers", "slurm_job", "INTEGER"),
+                              ("queue", "slurm_job", "INTEGER"), ("jobs", "slurm_job", "INTEGER")):  # issue 18
         cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if name not in cols:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")

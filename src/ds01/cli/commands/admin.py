@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "base-image": ("ds01.cli.commands.admin:base_image", "The lab's offline base image (bootstrap)"),
     "catalog": ("ds01.cli.commands.catalog:catalog", "Refresh the image catalog from registry tags"),
     "backup": ("ds01.cli.commands.backup:backup", "Back up the state database (online; restore: README)"),
+    "cluster": ("ds01.cli.commands.cluster:cluster", "Cluster mode: nodes, and DS01's policy synced to Slurm"),
 }
 
 

@@ -26,6 +26,7 @@ def gpus(as_json: bool) -> None:
     if as_json:
         return print_json(inv)
     rows = []
+    cluster = any(d.get("node") for d in inv["devices"])  # cluster mode: one row per node's GPU
     for d in inv["devices"]:
         if not d["allocatable"]:
             kind = f"{d['name']} (MIG-split)"
@@ -37,7 +38,13 @@ def gpus(as_json: bool) -> None:
                      f"{h['user']}/{h['project']}" if h else ("free" if d["allocatable"] else "-"),
                      ago(h["since"]) if h else "",
                      "-" if not u or u["gpu_percent"] is None else f"{u['gpu_percent']:.0f}%", d["uuid"]])
-    table(["gpu", "device", "memory", "equiv", "holder", "since", "util", "uuid"], rows, empty="no GPUs on this host")
+        if cluster:
+            rows[-1].insert(0, d.get("node") or "")
+    table((["node"] if cluster else []) + ["gpu", "device", "memory", "equiv", "holder", "since", "util", "uuid"],
+          rows, empty="no GPUs on this host")
+    for n in inv.get("nodes") or []:  # cluster mode: each node as Slurm and DS01 see it
+        click.echo(f"node {n['node']}: {n['state'].lower()}" + (f" ({n['reason']})" if n.get("reason") else "")
+                   + f"; agent {n['agent']}")
     click.echo(f"free: {inv['free_equivalents']} of {inv['total_equivalents']} GPU-equivalents; "
                f"queued requests: {inv['queue_length']}; driver {inv['driver_version'] or '-'} ({inv['source']})")
 
@@ -154,7 +161,10 @@ def gpu_queue(cancel_id: int | None, all_users: bool, as_json: bool) -> None:
     rows = api.queue(c, all_users=all_users)
     if as_json:
         return print_json(rows)
-    table(["id", "position", "user", "project", "waiting for", "waited", "estimate"],
+    slurm = any("slurm_job" in r for r in rows)  # cluster mode: Slurm's reason and its own estimate
+    table(["id", "position", "user", "project", "waiting for", "waited", "estimate"] + (["slurm"] if slurm else []),
           ([r["id"], r["position"], r["user"], r["project"], r["request"], format_duration(r["waiting_s"]),
-            "-" if r["estimate_s"] is None else f"≤ {format_duration(r['estimate_s'])}"] for r in rows),
+            "-" if r["estimate_s"] is None else f"≤ {format_duration(r['estimate_s'])}"]
+           + ([f"job {r['slurm_job']}: {r.get('reason') or 'pending'}" if "slurm_job" in r else ""] if slurm else [])
+           for r in rows),
           empty="no requests waiting")

@@ -8,6 +8,7 @@
     GET  /v1/admin/doctor          the daemon's own directories and files: owner and mode
     POST /v1/admin/catalog/refresh list registry tags, write the catalog overlay (services.catalog_refresh)
     POST /v1/admin/backup          ?download=1: NDJSON {"backup"}, {"chunk"}…, {"result"} (services.backup)
+    POST /v1/admin/cluster/sync    {"apply": bool}: DS01's policy as Slurm settings, diff (services.cluster_sync)
 """
 
 from __future__ import annotations
@@ -80,7 +81,15 @@ def routes(s: Services) -> list[web.RouteDef]:
 
         return json_response(await in_thread(refresh, ctx, who, list(body.families), body.registry, body.dry_run))
 
+    async def cluster_sync(request: web.Request) -> web.Response:
+        body = await parse(request, api.ClusterSync)
+        require_admin(request, ctx, "syncing the cluster's Slurm settings")
+        from ds01.services.cluster_sync import sync
+
+        return json_response(await in_thread(sync, ctx, s.containers.placement, body.apply))
+
     return [
+        web.post("/v1/admin/cluster/sync", cluster_sync),
         web.post("/v1/admin/catalog/refresh", catalog_refresh),
         web.post("/v1/admin/backup", backup),
         web.post("/v1/admin/reload", reload),

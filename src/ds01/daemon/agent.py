@@ -1,0 +1,243 @@
+"""``ds01d --node NAME``: the node agent's server (cluster mode, issue 18).
+
+A small threaded HTTP/JSON server on the node's address, for the head only: every request must
+carry a MUNGE credential made by the head's uid whose payload is the request's digest
+(``policy.placement.request_digest``: method, path, body), so a credential is good for one request
+once (munged refuses replays). What it may do is decided in ``services/node.py``. An exec is
+answered ``101`` and the connection then carries the exec's raw stream both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import selectors
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ds01.errors import DS01Error, InvalidInput, NotFound, PermissionDenied
+from ds01.policy.placement import request_digest
+from ds01.runtime import munge
+from ds01.runtime.base import ContainerGone
+
+log = logging.getLogger("ds01d.agent")
+_CID = r"([A-Za-z0-9_.-]{1,128})"
+MAX_BODY = 4 << 20
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "ds01-agent"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # the head logs requests; keep quiet
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _fail(self, e: DS01Error) -> None:
+        self._reply(e.http_status, {"error": {**e.to_dict(), "gone": isinstance(e, ContainerGone)}})
+
+    def _handle(self, method: str) -> None:
+        agent = self.server.agent  # type: ignore[attr-defined]
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > MAX_BODY:
+                raise InvalidInput("request body too large")
+            raw = self.rfile.read(n) if n else b""
+            cred = munge.decode(self.headers.get("X-DS01-Credential", ""), self.server.munge_socket)  # type: ignore[attr-defined]
+            if cred.uid != self.server.head_uid:  # type: ignore[attr-defined]
+                raise PermissionDenied(f"credential of uid {cred.uid}: only the head may call an agent")
+            if cred.payload != request_digest(method, self.path, raw):
+                raise PermissionDenied("the credential was made for another request")
+            body = json.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise InvalidInput("the body must be a JSON object")
+            out = self._route(agent, method, body)
+            if out is not _UPGRADED:
+                self._reply(200, {"result": out})
+        except DS01Error as e:
+            self._fail(e)
+        except (ValueError, KeyError, TypeError) as e:
+            self._fail(InvalidInput(f"malformed request: {e}"))
+        except Exception as e:  # an agent must answer, never hang the head
+            log.exception("agent request failed")
+            self._fail(DS01Error(f"node agent error: {e}"))
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _route(self, agent, method: str, body: dict) -> Any:
+        url = urlsplit(self.path)
+        path, query = url.path, parse_qs(url.query)
+        if method == "GET" and path == "/v1/node":
+            return agent.describe()
+        if method == "POST" and path == "/v1/containers":
+            return agent.create(body)
+        if method == "POST" and path == "/v1/list":
+            return agent.list({str(k): str(v) for k, v in (body.get("selector") or {}).items()})
+        if method == "POST" and path == "/v1/exec":
+            return self._exec(agent, body)
+        m = re.fullmatch(r"/v1/containers/" + _CID + r"(?:/(\w+))?", path)
+        if m:
+            cid, verb = m.group(1), m.group(2)
+            if method == "GET" and verb is None:
+                return agent.inspect(cid)
+            if method == "GET" and verb == "stats":
+                return agent.stats(cid)
+            if method == "GET" and verb == "follow":
+                return self._follow(agent, cid)
+            if method == "GET" and verb == "logs":
+                return agent.logs(cid, int((query.get("tail") or ["50"])[0]))
+            if method == "POST" and verb == "start":
+                return agent.start(cid)
+            if method == "POST" and verb == "stop":
+                return agent.stop(cid, float(body.get("timeout", 10)))
+            if method == "POST" and verb == "remove":
+                return agent.remove(cid, bool(body.get("force")))
+        m = re.fullmatch(r"/v1/exec/" + _CID + r"/(\w+)", path)
+        if m:
+            eid, verb = m.group(1), m.group(2)
+            if method == "GET" and verb == "state":
+                return agent.exec_state(eid)
+            if method == "POST" and verb == "resize":
+                return agent.runtime.exec_resize(eid, int(body["rows"]), int(body["cols"]))
+            if method == "POST" and verb == "signal":
+                return agent.exec_signal(eid, str(body["container"]), int(body["signal"]))
+        raise NotFound(f"no agent endpoint {method} {path}")
+
+    def _follow(self, agent, cid: str) -> Any:
+        """The container's output as a plain byte stream until it exits (batch jobs' logs)."""
+        chunks = agent.follow_logs(cid)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            pass  # the head went away
+        self.close_connection = True
+        return _UPGRADED
+
+    def _exec(self, agent, body: dict) -> Any:
+        handle = agent.exec_start(body)
+        self.send_response(101)
+        self.send_header("Upgrade", "ds01-exec")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("X-DS01-Exec", handle.id)
+        self.end_headers()
+        self.wfile.flush()
+        splice(self.connection, handle.sock)
+        self.close_connection = True
+        return _UPGRADED
+
+
+_UPGRADED = object()
+
+
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until both directions ended; an end in one direction is passed on as
+    a half-close (stdin's end reaches the process), so output after it still flows."""
+    sel = selectors.DefaultSelector()
+    for s in (a, b):
+        s.setblocking(False)
+    peer = {a: b, b: a}
+    open_ = {a, b}
+    for s in open_:
+        sel.register(s, selectors.EVENT_READ)
+    try:
+        while open_:
+            for key, _ in sel.select():
+                src: socket.socket = key.fileobj  # type: ignore[assignment]
+                try:
+                    data = src.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    peer[src].setblocking(True)
+                    try:
+                        peer[src].sendall(data)
+                    except OSError:
+                        return
+                    finally:
+                        peer[src].setblocking(False)
+                    continue
+                sel.unregister(src)
+                open_.discard(src)
+                try:
+                    peer[src].shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                if src is b:  # the process's output ended: nothing more to relay
+                    return
+    finally:
+        sel.close()
+        for s in (a, b):
+            try:
+                s.close() if s is b else None
+            except OSError:
+                pass
+
+
+class AgentServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], agent, head_uid: int, munge_socket: str = ""):
+        self.agent, self.head_uid, self.munge_socket = agent, head_uid, munge_socket
+        super().__init__(addr, _Handler)
+
+
+def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state_dir: str) -> None:
+    """Run the agent until SIGTERM/SIGINT: the server, and the sweep that stops containers whose
+    job ended."""
+    import signal
+
+    from ds01.runtime.docker import DockerBackend
+    from ds01.runtime.slurm import SlurmCli
+    from ds01.services.node import NodeAgent
+
+    c = cfg.cluster
+    slurm = SlurmCli(c.slurm_conf)
+    if listen:
+        host, _, port = listen.rpartition(":")
+        addr = (host, int(port))
+    else:
+        found = {n.name: n for n in slurm.nodes()}
+        if node not in found:
+            raise NotFound(f"Slurm has no node {node!r}", "name the node as slurm.conf does (NodeName)")
+        addr = (found[node].addr or node, c.agent_port)
+    runtime = DockerBackend(docker_url, int(cfg.engine.call_timeout), f"{state_dir}/accounts", float(cfg.engine.timeout))
+    base = cfg.containers.workspace_base.split("{", 1)[0].rstrip("/") or "/"
+    agent = NodeAgent(node, runtime, slurm, cfg.daemon.instance, workspace_root=base)
+    server = AgentServer(addr, agent, c.head_uid, c.munge_socket)
+    threading.Thread(target=agent.watch, name="ds01-agent-sweep", daemon=True).start()
+
+    def _stop(*_: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log.info("node agent %s listening on %s:%d", node, *addr)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        agent.close()
+        server.server_close()

@@ -1,0 +1,177 @@
+"""Placement: where a container runs and with which devices (issue 18). One interface, two
+implementations chosen by ``cluster.engine``; the container service asks it and does not branch
+on the mode.
+
+* ``LocalPlacement``: this server. ``acquire`` returns None: DS01's own allocator decides inside
+  the create transaction (``policy.allocation.decide``) and the fair queue serves waiters.
+* ``SlurmPlacement``: Slurm decides. ``acquire`` submits a job as the user (``sbatch --uid``) into
+  DS01's partition with the GRES, CPUs, memory and time limit of DS01's policy, and waits up to
+  ``cluster.place_timeout`` for it to start: ``Placed`` (node, GPU indices: what the container
+  gets) or ``Pending`` (Slurm's reason and estimate; the request is then queued under that job).
+  ``release`` cancels the job (idempotent). The container's life is the job's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from ds01.errors import CapacityExhausted, InvalidInput, RuntimeFailure, SchedulerFailure
+from ds01.models.gpu import Device, Inventory
+from ds01.policy import slurm as sp
+from ds01.policy.placement import Pending, Placed, device_key, outcome
+
+log = logging.getLogger("ds01d")
+
+
+class LocalPlacement:
+    kind = "local"
+    external = False  # DS01's allocator and queue decide
+    holds_after_stop = True  # a stopped container keeps its devices for gpu_hold_after_stop
+
+    def acquire(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> Placed | Pending | None:
+        return None
+
+    def poll(self, job: int) -> Placed | Pending | None:
+        return None
+
+    def release(self, job: int | None) -> None:
+        pass
+
+    def pending(self, jobs: list[int]) -> dict[int, Pending]:
+        return {}
+
+    def inventory(self) -> Inventory | None:
+        return None
+
+    def tick(self) -> None:
+        pass
+
+
+class SlurmPlacement:
+    kind = "slurm"
+    external = True
+    holds_after_stop = False  # a stop ends the job: Slurm's devices go back at once
+
+    def __init__(self, cfg: Any, slurm: Any, instance: str, runtime: Any = None, poll: float = 0.25):
+        self.cfg = cfg  # the whole Config (reloadable: read ``cluster`` each time)
+        self.slurm = slurm
+        self.instance = instance
+        self.runtime = runtime  # ClusterRuntime: which agents answer (for draining)
+        self._poll = poll
+        self._unanswered: dict[str, float] = {}  # node -> since when its agent does not answer
+        self._drained: set[str] = set()
+
+    @property
+    def c(self):
+        return self.cfg.cluster
+
+    # -- placing ---------------------------------------------------------------------------
+    def submit_args(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> list[str]:
+        try:
+            gres = sp.gres_for(request, self.c.gres_type, self.c.mig_types)
+        except ValueError as e:
+            raise InvalidInput(str(e), "in cluster mode ask for --gpus N or one --mig-profile") from None
+        return sp.submit_args(partition=self.c.partition, name=sp.job_name(self.instance, who.uid, project),
+                              uid=who.uid, gid=who.gid, gres=gres, cpus=lim.cpus, memory_bytes=lim.memory,
+                              time_limit_s=lim.max_runtime or None, workdir=workdir)
+
+    def acquire(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> Placed | Pending:
+        args = self.submit_args(who, project, request, lim, workdir if os.path.isabs(workdir) else "/tmp")
+        job = self.slurm.submit(args)
+        deadline = time.monotonic() + float(self.c.place_timeout)
+        last: Placed | Pending | None = None
+        while True:
+            try:
+                last = outcome(self.slurm.job(job), job)
+            except SchedulerFailure:
+                self.release(job)
+                raise
+            if isinstance(last, Placed):
+                return last
+            if last is None:
+                raise CapacityExhausted(f"Slurm ended job {job} before it started",
+                                        "see 'sacct -j " + str(job) + "' or ask an admin")
+            if time.monotonic() >= deadline:
+                return last
+            time.sleep(self._poll)
+
+    def poll(self, job: int) -> Placed | Pending | None:
+        return outcome(self.slurm.job(job), job)
+
+    def release(self, job: int | None) -> None:
+        if job:
+            try:
+                self.slurm.cancel(int(job))
+            except SchedulerFailure as e:  # the tick's reconcile cancels it later
+                log.warning("could not cancel Slurm job %s: %s", job, e.message)
+
+    def pending(self, jobs: list[int]) -> dict[int, Pending]:
+        if not jobs:
+            return {}
+        try:
+            known = {j.id: j for j in self.slurm.jobs(self.c.partition)}
+        except SchedulerFailure:
+            return {}
+        out = {}
+        for jid in jobs:
+            o = outcome(known.get(jid), jid)
+            if isinstance(o, Pending):
+                out[jid] = o
+        return out
+
+    # -- the cluster's devices -------------------------------------------------------------
+    def inventory(self) -> Inventory:
+        """Every node's GPUs as Slurm's GRES declares them (keys ``node/gpuN``)."""
+        devices = []
+        for n in sorted(self.slurm.nodes(), key=lambda n: n.name):
+            i = 0
+            for gtype, count in sorted(n.gres.items()):
+                for _ in range(count):
+                    devices.append(Device(uuid=device_key(n.name, i), index=i, name=gtype or "gpu",
+                                          memory_bytes=0, node=n.name))
+                    i += 1
+        return Inventory(driver_version=None, cuda_version=None, devices=devices)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        down = self.runtime.down if self.runtime is not None else set()
+        return [{"node": n.name, "state": n.state, "usable": n.usable, "reason": n.reason, "gres": n.gres,
+                 "agent": "not answering" if n.name in down else "ok"} for n in self.slurm.nodes()]
+
+    def tick(self) -> None:
+        """Drain a node whose agent has not answered for ``drain_after`` (Slurm then places new
+        work elsewhere); resume it when the agent is back, if DS01 drained it."""
+        if self.runtime is None:
+            return
+        now = time.monotonic()
+        for node in self.runtime.nodes:
+            if node in self.runtime.down:
+                since = self._unanswered.setdefault(node, now)
+                if node not in self._drained and now - since >= float(self.c.drain_after):
+                    try:
+                        self.slurm.drain(node, "ds01 agent not answering")
+                        self._drained.add(node)
+                        log.warning("drained node %s: its DS01 agent does not answer", node)
+                    except SchedulerFailure as e:
+                        log.warning("could not drain %s: %s", node, e.message)
+            else:
+                self._unanswered.pop(node, None)
+                if node in self._drained:
+                    try:
+                        self.slurm.resume(node)
+                        self._drained.discard(node)
+                        log.info("resumed node %s: its DS01 agent answers again", node)
+                    except SchedulerFailure as e:
+                        log.warning("could not resume %s: %s", node, e.message)
+
+
+def make_placement(cfg: Any, instance: str, runtime: Any = None) -> LocalPlacement | SlurmPlacement:
+    if cfg.cluster.engine == "slurm":
+        from ds01.runtime.slurm import SlurmCli
+
+        return SlurmPlacement(cfg, SlurmCli(cfg.cluster.slurm_conf), instance, runtime)
+    if cfg.cluster.engine != "local":  # pragma: no cover - the config model allows only these
+        raise RuntimeFailure(f"unknown cluster.engine {cfg.cluster.engine!r}")
+    return LocalPlacement()

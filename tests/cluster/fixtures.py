@@ -49,7 +49,7 @@ class Cluster:
             p.kill()
             p.wait(10)
         # the exec wrapper may leave the agent itself running: make sure the port is closed
-        subprocess.run(["pkill", "-9", "-f", f"--root {self.head.root} --node {node}"], check=False)
+        subprocess.run(["pkill", "-9", "-f", "--", f"--root {self.head.root} --node {node}"], check=False)
         deadline = time.time() + 10
         while _answers(slurmlab.NODES[node], AGENT_PORT) and time.time() < deadline:
             time.sleep(0.1)
@@ -88,7 +88,8 @@ def cluster(slurm_cluster):
                     "place_timeout": 15, "drain_after": 3, "agent_timeout": 3},
         "daemon": {**d.config["daemon"], "tick_interval": 1},
         # the test nodes declare 8 CPUs and 16000 MB each; 2 GPUs per user so one user can fill a node
-        "defaults": {"cpus": 1, "memory": "512m", "max_gpus": 2, "max_containers": 3, "max_runtime": "2h"},
+        "defaults": {"cpus": 1, "memory": "512m", "max_gpus": 2, "max_gpus_per_container": 2, "max_containers": 3,
+                     "max_runtime": "2h"},
     })
     c = Cluster(head=d)
     d.write_config()

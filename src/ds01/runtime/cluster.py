@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from ds01 import labels
 from ds01.errors import InvalidInput, NodeUnavailable, NotFound
 from ds01.models.container import ContainerSpec, spec_to_dict
-from ds01.runtime.base import ContainerInfo, ExecHandle, RuntimeBackend
+from ds01.runtime.base import ContainerInfo, ExecHandle, RuntimeBackend, RuntimeImages
 from ds01.runtime.node_client import NodeClient
 
 
@@ -26,7 +26,7 @@ def _info(d: dict[str, Any]) -> ContainerInfo:
     return ContainerInfo(**d)
 
 
-class ClusterRuntime(RuntimeBackend):
+class ClusterRuntime(RuntimeBackend, RuntimeImages):
     remote = True  # exec signals go to the node (services/exec.py), not to a local pid
 
     def __init__(self, local: Any, nodes: dict[str, NodeClient],
@@ -182,3 +182,25 @@ class ClusterRuntime(RuntimeBackend):
 
     def image_exists(self, ref: str) -> bool:
         return self.local.image_exists(ref)
+
+    # -- images: the head's engine (built here, pushed to the lab registry, pulled by nodes) -----
+    def build_image(self, context, **kw):
+        return self.local.build_image(context, **kw)
+
+    def image_inspect(self, ref: str):
+        return self.local.image_inspect(ref)
+
+    def image_list(self, labels: dict[str, str]):
+        return self.local.image_list(labels)
+
+    def image_tag(self, image_id: str, repository: str, tag: str) -> None:
+        self.local.image_tag(image_id, repository, tag)
+
+    def image_remove(self, ref: str, force: bool = False) -> bool:
+        return self.local.image_remove(ref, force)
+
+    def image_history(self, ref: str):
+        return self.local.image_history(ref)
+
+    def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
+        return self.local.image_import(rootfs_tar, repository, tag, changes)

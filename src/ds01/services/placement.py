@@ -25,6 +25,11 @@ from ds01.policy.placement import Pending, Placed, device_key, outcome
 
 log = logging.getLogger("ds01d")
 
+# Slurm's reasons for a job that waits for other work to end (not for its own start-up)
+WAITING_FOR_OTHERS = frozenset({"Resources", "Priority", "ReqNodeNotAvail", "QOSMaxGRESPerUser",
+                                "AssocGrpGRES", "QOSMaxJobsPerUserLimit", "Nodes_required_for_job_are_DOWN"})
+SETTLE = 2.0  # seconds after the submit before such a reason is believed
+
 
 class LocalPlacement:
     kind = "local"
@@ -94,7 +99,9 @@ class SlurmPlacement:
             if last is None:
                 raise CapacityExhausted(f"Slurm ended job {job} before it started",
                                         "see 'sacct -j " + str(job) + "' or ask an admin")
-            if time.monotonic() >= deadline:
+            waited = float(self.c.place_timeout) - (deadline - time.monotonic())
+            # Slurm tries a new job at once: still pending after that, for others' work, it waits
+            if time.monotonic() >= deadline or (waited >= SETTLE and (last.reason or "") in WAITING_FOR_OTHERS):
                 return last
             time.sleep(self._poll)
 

@@ -164,6 +164,12 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
   return slurm.SUCCESS
 end
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+  -- nobody but root changes a DS01 job, or moves a job into DS01's partition
+  local into = job_desc.partition and string.find("," .. job_desc.partition .. ",", ",ds01,", 1, true)
+  if modify_uid ~= 0 and (job_rec.partition == "ds01" or into) then
+    slurm.log_user("jobs of partition ds01 are managed by DS01")
+    return slurm.ESLURM_ACCESS_DENIED
+  end
   return slurm.SUCCESS
 end
 return slurm.SUCCESS

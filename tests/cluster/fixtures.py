@@ -87,6 +87,9 @@ def cluster(slurm_cluster):
         "cluster": {"engine": "slurm", "slurm_conf": str(slurmlab.SLURM_CONF), "agent_port": AGENT_PORT,
                     "place_timeout": 15, "drain_after": 3, "agent_timeout": 3},
         "daemon": {**d.config["daemon"], "tick_interval": 1},
+        # idle reclaim in seconds for one user only (the idle test's); others keep 2 h
+        "users": {"ds01-adm": {"idle_timeout": "6s"}},
+        "lifecycle": {"startup_grace": 0, "busy_factor": 1.0, "stop_grace": 1},
         # the test nodes declare 8 CPUs and 16000 MB each; 2 GPUs per user so one user can fill a node
         "defaults": {"cpus": 1, "memory": "512m", "max_gpus": 2, "max_gpus_per_container": 2, "max_containers": 3,
                      "max_runtime": "2h"},

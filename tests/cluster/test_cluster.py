@@ -5,7 +5,9 @@ simulation of two servers with a real scheduler)."""
 from __future__ import annotations
 
 import json
+import pwd
 import re
+import shutil
 import signal
 import time
 
@@ -13,7 +15,7 @@ import docker
 import pytest
 
 from tests.cluster import slurmlab
-from tests.integration.harness import ok, unique_project
+from tests.integration.harness import ok, unique_project, write_as
 
 pytestmark = pytest.mark.usefixtures("cluster")
 
@@ -210,3 +212,42 @@ def test_head_restart_reconciles_with_squeue(cluster):
     finally:
         cluster.head.run("carol", "container-retire", p, "--yes", timeout=60)
     assert _our_jobs(cluster) == []
+
+
+def test_batch_job_runs_as_a_slurm_job_on_a_node(cluster):
+    """job-submit: a Slurm job of the user, its container on the node Slurm chose with its GPU,
+    the output kept, and nothing left in Slurm once it ended."""
+    p = unique_project("job")
+    write_as("bob", f"{pwd.getpwnam('ds01-bob').pw_dir}/workspace/{p}/README", "a batch job's project\n")
+    out = json.loads(ok(cluster.head.run("bob", "job-submit", "--json", p, "--gpus", "1", "--time", "10m", "--",
+                                         "sh", "-c", "echo visible=$NVIDIA_VISIBLE_DEVICES; sleep 3")).stdout)
+    jid = out["ids"][0]
+    seen = _wait(lambda: [j for j in _our_jobs(cluster) if j["user"] == "ds01-bob" and j["state"] == "RUNNING"], 30)
+    assert seen, cluster.diagnostics()
+    node, idx = _slurm_indices(int(seen[0]["id"]))
+    assert seen[0]["name"].endswith(f"-job{jid}")
+
+    def state():
+        return json.loads(ok(cluster.head.run("bob", "job-show", str(jid), "--json")).stdout)
+
+    assert _wait(lambda: state()["state"] in ("succeeded", "failed"), 60), cluster.diagnostics()
+    assert state()["state"] == "succeeded", state()
+    logs = ok(cluster.head.run("bob", "job-logs", str(jid))).stdout
+    assert f"visible={idx}" in logs, logs
+    assert _wait(lambda: not [j for j in _our_jobs(cluster) if j["user"] == "ds01-bob"], 20)
+    shutil.rmtree(f"{pwd.getpwnam('ds01-bob').pw_dir}/workspace/{p}", ignore_errors=True)
+
+
+def test_idle_reclaim_stops_the_container_and_ends_its_job(cluster):
+    """Idle reclaim works across nodes: the node measures, the head warns and stops, the job
+    is cancelled (its GPU back in Slurm)."""
+    p = unique_project("idle")
+    try:
+        ok(_deploy(cluster, "adm", p, "--gpus", "1"))
+        job = _job_of(_container(cluster, "adm", p))
+        assert _wait(lambda: _row(cluster, "adm", p)["status"] == "exited", 40), cluster.diagnostics()
+        assert _wait(lambda: not [j for j in slurmlab.squeue() if j["id"] == str(job)], 20)
+        inv = json.loads(ok(cluster.head.run("adm", "ds01", "gpus", "--json")).stdout)
+        assert not [d for d in inv["devices"] if d["holder"] and d["holder"]["project"] == p]
+    finally:
+        cluster.head.run("adm", "container-retire", p, "--yes", timeout=60)

@@ -88,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
             return agent.create(body)
         if method == "POST" and path == "/v1/list":
             return agent.list({str(k): str(v) for k, v in (body.get("selector") or {}).items()})
+        m = re.fullmatch(r"/v1/containers/" + _CID + r"/sample", path)
+        if method == "POST" and m:
+            return agent.sample(m.group(1), [str(x) for x in body.get("ignore") or []])
         if method == "POST" and path == "/v1/exec":
             return self._exec(agent, body)
         m = re.fullmatch(r"/v1/containers/" + _CID + r"(?:/(\w+))?", path)

@@ -130,6 +130,10 @@ class ClusterRuntime(RuntimeBackend, RuntimeImages):
     def stats(self, container_id: str) -> dict:
         return self._call(container_id, "GET", "stats")
 
+    def sample(self, container_id: str, ignore: list[str]) -> dict:
+        """Idle reclaim's measurements of a container, made on its node (services/node.py)."""
+        return self._call(container_id, "POST", "sample", {"ignore": list(ignore)}) or {}
+
     def logs(self, container_id: str, tail: int = 50) -> str:
         return self._client(self._node(container_id)).call("GET", f"/v1/containers/{container_id}/logs?tail={int(tail)}")
 

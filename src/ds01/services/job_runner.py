@@ -150,7 +150,12 @@ class JobRunner:
                                          "/tmp")
             args = [a if not a.startswith("--time=") else f"--time={slurm_time(job.time_limit or lim.max_runtime)}"
                     for a in args]
-            self.ctx.store.update_job(job.id, slurm_job=placement.slurm.submit(args))
+            sjob = placement.slurm.submit(args)
+            try:
+                self.ctx.store.update_job(job.id, slurm_job=sjob)
+            except BaseException:
+                placement.release(sjob)  # not recorded: not left in Slurm either
+                raise
             return None
         now = placement.poll(job.slurm_job)
         if now is None:  # cancelled or failed in Slurm before it started: submit again next time

@@ -191,7 +191,14 @@ class LifecycleService:
         cpu_ns = None
         pid: int | None = None
         paths: CgroupPaths | None = None
-        if rec.docker_id:
+        remote = None
+        if rec.docker_id and getattr(self.ctx.runtime, "remote", False):  # cluster mode: its node measures
+            try:
+                remote = self.ctx.runtime.sample(rec.docker_id, sorted(self.lc.ignore_processes))  # type: ignore[attr-defined]
+            except DS01Error:
+                remote = {}
+            cpu_ns = remote.get("cpu_ns")
+        elif rec.docker_id:
             pid, paths = self._locate(rec.docker_id)
             cpu_ns = self.reader.cpu_ns(paths) if paths else None
             if cpu_ns is None:  # restarted with a new cgroup, or not found yet: look again
@@ -208,7 +215,7 @@ class LifecycleService:
             base_t, base_cpu = started, 0  # average since the start of this run
         dt = max(now - base_t, 1e-3)
         cpu_pct = None if cpu_ns is None else max(0.0, (cpu_ns - base_cpu) / 1e9 / dt * 100.0)
-        procs = None
+        procs = None if remote is None else remote.get("processes")
         if paths is not None:
             pids = self.reader.pids(paths)
             if pids is not None:
@@ -218,6 +225,8 @@ class LifecycleService:
                 t.network_bytes_per_s is not None for t in self.lc.group_thresholds.values()):
             if pid:
                 net_bytes = self.reader.net_bytes(pid)
+            elif remote is not None:
+                net_bytes = remote.get("net_bytes")
             last_net = row.get("last_net_bytes")
             if net_bytes is not None and last_net is not None and same_run and net_bytes >= last_net \
                     and row.get("last_sample_at") is not None:

@@ -52,6 +52,7 @@ class NodeAgent:
         # (the fixed part of containers.workspace_base; shared storage either way)
         self.workspace_root = os.path.realpath(workspace_root) if workspace_root.strip("/") else ""
         self._stop = threading.Event()
+        self._reader: Any = None  # CgroupReader, made on the first sample
 
     # -- checks ----------------------------------------------------------------------------
     def _check_job(self, job_id: int, uid: int) -> Any:
@@ -150,6 +151,21 @@ class NodeAgent:
 
     def logs(self, cid: str, tail: int) -> str:
         return self.runtime.logs(self._mine(cid).id, tail)
+
+    def sample(self, cid: str, ignore: list[str]) -> dict[str, Any]:
+        """What idle reclaim needs of a container here: its cgroup's CPU time, busy processes
+        (``ignore``: names that do not count), network bytes (services/sampling.py)."""
+        from ds01.services.sampling import CgroupReader, init_pid
+
+        info = self._mine(cid)
+        if self._reader is None:
+            self._reader = CgroupReader()
+        pid = init_pid(self.runtime, info.id)
+        paths = self._reader.from_pid(pid) if pid else self._reader.from_id(info.id)
+        pids = self._reader.pids(paths) if paths else None
+        return {"cpu_ns": self._reader.cpu_ns(paths) if paths else None,
+                "processes": None if pids is None else self._reader.busy_processes(pids, frozenset(ignore)),
+                "net_bytes": self._reader.net_bytes(pid) if pid else None}
 
     def follow_logs(self, cid: str):
         return self.runtime.follow_logs(self._mine(cid).id)

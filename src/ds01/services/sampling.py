@@ -193,8 +193,8 @@ def init_pid(runtime: object, docker_id: str) -> int | None:
     """The host pid of a running container's init process, from the engine (one inspect).
 
     Only the Docker backend can tell; other backends return None and the cgroup is found by id."""
-    api = getattr(runtime, "api", None)
-    if api is None:
+    api = None if getattr(runtime, "remote", False) else getattr(runtime, "api", None)
+    if api is None:  # cluster mode: the node's agent measures (services/node.py ``sample``)
         return None
     try:
         pid = int((api.inspect_container(docker_id).get("State") or {}).get("Pid") or 0)

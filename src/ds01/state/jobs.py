@@ -13,7 +13,7 @@ _JSON = ("command", "env", "request", "after", "gpus")
 _COLUMNS = ("uid", "user", "project", "name", "state", "reason", "command", "env", "request", "time_limit",
             "image", "image_id", "git_commit", "git_dirty", "array_id", "array_index", "array_throttle", "after",
             "requeue", "mail", "submitted_at", "started_at", "ended_at", "exit_code", "gpus", "container",
-            "docker_id", "docker_name", "log_path", "engine_boot", "requested", "waited", "rerun_of")
+            "docker_id", "docker_name", "log_path", "engine_boot", "requested", "waited", "rerun_of", "slurm_job")
 
 
 @dataclass

@@ -96,6 +96,9 @@ def test_deploys_spread_over_nodes_with_slurms_devices(cluster):
         held = sorted(d["uuid"] for d in inv["devices"] if d["holder"])
         assert len(held) == 3 and inv["source"] == "slurm"
         assert {n["node"] for n in inv["nodes"]} == set(slurmlab.NODES)
+        # each node's agent reports its GPUs' use (here its simulated inventory's figures)
+        assert all(d["utilization"] is not None for d in inv["devices"]), inv["devices"]
+        assert {d["label"].split("/")[0] for d in inv["devices"]} == set(slurmlab.NODES)
     finally:
         for u, p in projects.items():
             cluster.head.run(u, "container-retire", p, "--yes", timeout=60)

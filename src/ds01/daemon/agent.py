@@ -228,7 +228,9 @@ def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state
         addr = (found[node].addr or node, c.agent_port)
     runtime = DockerBackend(docker_url, int(cfg.engine.call_timeout), f"{state_dir}/accounts", float(cfg.engine.timeout))
     base = cfg.containers.workspace_base.split("{", 1)[0].rstrip("/") or "/"
-    agent = NodeAgent(node, runtime, slurm, cfg.daemon.instance, workspace_root=base)
+    from ds01.gpu import make_source
+
+    agent = NodeAgent(node, runtime, slurm, cfg.daemon.instance, workspace_root=base, gpu_source=make_source(cfg.gpu))
     server = AgentServer(addr, agent, c.head_uid, c.munge_socket)
     threading.Thread(target=agent.watch, name="ds01-agent-sweep", daemon=True).start()
 

@@ -318,8 +318,7 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
 
 def _cluster_parts(cfg, local, store):
     """Cluster mode's runtime (every node's agent), placement (Slurm), and inventory (Slurm's GRES)."""
-    from ds01.gpu.inventory import EmptySource
-    from ds01.runtime.cluster import ClusterRuntime
+    from ds01.runtime.cluster import ClusterGpuSource, ClusterRuntime
     from ds01.runtime.node_client import NodeClient
     from ds01.services.placement import SlurmPlacement
     from ds01.runtime.slurm import SlurmCli
@@ -336,7 +335,7 @@ def _cluster_parts(cfg, local, store):
     runtime = ClusterRuntime(local, nodes, node_of)
     placement = SlurmPlacement(cfg, slurm, cfg.daemon.instance, runtime)
     log.info("cluster mode: Slurm partition %s, nodes %s", c.partition, ", ".join(sorted(nodes)) or "none")
-    return runtime, placement, EmptySource(), placement.inventory()
+    return runtime, placement, ClusterGpuSource(runtime, placement.inventory), placement.inventory()
 
 
 def _steady_clock(store):

@@ -241,7 +241,8 @@ class StateCollector(Collector):
 
         labels = ["device", "uuid"]
         dev_info = GaugeMetricFamily("ds01_gpu_device_info", "Every GPU / MIG instance (value 1)",
-                                     labels=["device", "uuid", "kind", "name", "profile", "parent", "allocatable"])
+                                     labels=["device", "uuid", "kind", "name", "profile", "parent", "allocatable",
+                                             "node"])
         allocated = GaugeMetricFamily("ds01_gpu_allocated", "1 if the device is held by a container", labels=labels)
         equiv = GaugeMetricFamily("ds01_gpu_device_equivalents", "GPU-equivalents of the device", labels=labels)
         util_g = GaugeMetricFamily("ds01_gpu_utilization_percent",
@@ -258,7 +259,7 @@ class StateCollector(Collector):
         for d in inv.devices:
             lv = [d.label, d.uuid]
             dev_info.add_metric([d.label, d.uuid, d.kind, d.name, d.profile or "", d.parent_uuid or "",
-                                 "true" if d.uuid in allocatable else "false"], 1)
+                                 "true" if d.uuid in allocatable else "false", d.node or ""], 1)
             mem_total.add_metric(lv, d.memory_bytes)
             u = util.get(d.uuid)
             util_g.add_metric(lv, math.nan if u is None or u.gpu_percent is None else u.gpu_percent)

@@ -66,8 +66,10 @@ class Device:
 
     @property
     def label(self) -> str:
-        """Short human id: ``"2"`` for GPU 2, ``"3:1"`` for MIG device 1 on GPU 3."""
-        return str(self.index) if self.kind == "gpu" else f"{self.parent_index}:{self.index}"
+        """Short human id: ``"2"`` for GPU 2, ``"3:1"`` for MIG device 1 on GPU 3; in cluster
+        mode prefixed by the node (``"ds01n1/2"``)."""
+        own = str(self.index) if self.kind == "gpu" else f"{self.parent_index}:{self.index}"
+        return f"{self.node}/{own}" if self.node else own
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -187,6 +187,23 @@ class ClusterRuntime(RuntimeBackend, RuntimeImages):
     def image_exists(self, ref: str) -> bool:
         return self.local.image_exists(ref)
 
+    def utilization(self) -> dict[str, Any]:
+        """Every answering node's GPU use, keyed by the head's device keys (``node/gpuN``)."""
+        from ds01.models.gpu import DeviceUtil
+        from ds01.policy.placement import device_key
+
+        def one(name: str) -> tuple[str, dict]:
+            try:
+                return name, (self.nodes[name].call("GET", "/v1/node") or {}).get("utilization") or {}
+            except NodeUnavailable:
+                return name, {}
+
+        out = {}
+        for name, util in self._pool.map(one, list(self.nodes)):
+            for idx, u in util.items():
+                out[device_key(name, int(idx))] = DeviceUtil(u.get("gpu_percent"), u.get("memory_used_bytes"))
+        return out
+
     # -- images: the head's engine (built here, pushed to the lab registry, pulled by nodes) -----
     def build_image(self, context, **kw):
         return self.local.build_image(context, **kw)
@@ -208,3 +225,22 @@ class ClusterRuntime(RuntimeBackend, RuntimeImages):
 
     def image_import(self, rootfs_tar: str, repository: str, tag: str, changes: list[str]) -> str:
         return self.local.image_import(rootfs_tar, repository, tag, changes)
+
+
+class ClusterGpuSource:
+    """The head's ``InventorySource`` in cluster mode: the devices are Slurm's (the placement
+    reads them), their use is each node's, asked of its agent."""
+
+    kind = "slurm"
+
+    def __init__(self, runtime: ClusterRuntime, inventory: Callable[[], Any]):
+        self.runtime, self._inventory = runtime, inventory
+
+    def read(self):
+        return self._inventory()
+
+    def utilization(self):
+        return self.runtime.utilization()
+
+    def processes(self) -> dict:
+        return {}

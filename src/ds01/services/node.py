@@ -43,8 +43,9 @@ def info_dict(i: ContainerInfo) -> dict[str, Any]:
 
 class NodeAgent:
     def __init__(self, node: str, runtime: RuntimeBackend, slurm: SlurmCli, instance: str,
-                 workspace_root: str = ""):
+                 workspace_root: str = "", gpu_source: Any = None):
         self.node = node
+        self.gpu_source = gpu_source  # this node's InventorySource (gpu.* of the config)
         self.runtime = runtime
         self.slurm = slurm
         self.instance = instance
@@ -104,7 +105,21 @@ class NodeAgent:
     def describe(self) -> dict[str, Any]:
         mine = self.runtime.list({**labels.managed(self.instance), labels.NODE: self.node})
         return {"node": self.node, "containers": len(mine),
-                "running": sum(1 for i in mine if i.status == "running")}
+                "running": sum(1 for i in mine if i.status == "running"), "utilization": self.utilization()}
+
+    def utilization(self) -> dict[str, dict[str, Any]]:
+        """This node's whole GPUs by index (Slurm's IDX): utilization and memory in use, from its
+        own inventory source (NVML on a GPU server); {} when it has none or cannot tell."""
+        if self.gpu_source is None:
+            return {}
+        try:
+            inv = self.gpu_source.read()
+            util = self.gpu_source.utilization()
+        except Exception as e:  # a driver hiccup must not make the agent look down
+            log.warning("GPU utilization unavailable: %s", e)
+            return {}
+        return {str(d.index): {"gpu_percent": util[d.uuid].gpu_percent, "memory_used_bytes": util[d.uuid].memory_used_bytes}
+                for d in inv.gpus if d.uuid in util}
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -26,7 +26,6 @@ def gpus(as_json: bool) -> None:
     if as_json:
         return print_json(inv)
     rows = []
-    cluster = any(d.get("node") for d in inv["devices"])  # cluster mode: one row per node's GPU
     for d in inv["devices"]:
         if not d["allocatable"]:
             kind = f"{d['name']} (MIG-split)"
@@ -38,10 +37,8 @@ def gpus(as_json: bool) -> None:
                      f"{h['user']}/{h['project']}" if h else ("free" if d["allocatable"] else "-"),
                      ago(h["since"]) if h else "",
                      "-" if not u or u["gpu_percent"] is None else f"{u['gpu_percent']:.0f}%", d["uuid"]])
-        if cluster:
-            rows[-1].insert(0, d.get("node") or "")
-    table((["node"] if cluster else []) + ["gpu", "device", "memory", "equiv", "holder", "since", "util", "uuid"],
-          rows, empty="no GPUs on this host")
+    # cluster mode: the gpu column names the node too ("ds01n1/0")
+    table(["gpu", "device", "memory", "equiv", "holder", "since", "util", "uuid"], rows, empty="no GPUs on this host")
     for n in inv.get("nodes") or []:  # cluster mode: each node as Slurm and DS01 see it
         click.echo(f"node {n['node']}: {n['state'].lower()}" + (f" ({n['reason']})" if n.get("reason") else "")
                    + f"; agent {n['agent']}")

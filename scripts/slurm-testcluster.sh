@@ -152,7 +152,10 @@ NodeName=ds01n2 NodeAddr=${ADDR[ds01n2]} CPUs=8 RealMemory=16000 Gres=gpu:h200:2
 # PENDING (PartitionConfig). "Only DS01 submits here" is enforced by job_submit.lua instead.
 JobSubmitPlugins=lua
 PartitionName=ds01 Nodes=ds01n1,ds01n2 Default=YES MaxTime=INFINITE State=UP
+# what 'ds01 admin cluster sync --apply' writes (cluster.slurm_include); empty at first
+Include $DIR/ds01-managed.conf
 EOF
+  [ -f "$DIR/ds01-managed.conf" ] || : >"$DIR/ds01-managed.conf"
   # submit_uid is the authenticated submitter: root (DS01's head) even with sbatch --uid=USER
   cat >"$DIR/job_submit.lua.new" <<'EOF'
 function slurm_job_submit(job_desc, part_list, submit_uid)

@@ -85,7 +85,8 @@ def cluster(slurm_cluster):
     d = new_daemon()
     d.config.update({
         "cluster": {"engine": "slurm", "slurm_conf": str(slurmlab.SLURM_CONF), "agent_port": AGENT_PORT,
-                    "place_timeout": 15, "drain_after": 3, "agent_timeout": 3},
+                    "place_timeout": 15, "drain_after": 3, "agent_timeout": 3,
+                    "slurm_include": str(slurmlab.DIR / "ds01-managed.conf")},
         "daemon": {**d.config["daemon"], "tick_interval": 1},
         # idle reclaim in seconds for one user only (the idle test's); others keep 2 h
         "users": {"ds01-adm": {"idle_timeout": "6s"}},

@@ -254,3 +254,23 @@ def test_idle_reclaim_stops_the_container_and_ends_its_job(cluster):
         assert not [d for d in inv["devices"] if d["holder"] and d["holder"]["project"] == p]
     finally:
         cluster.head.run("adm", "container-retire", p, "--yes", timeout=60)
+
+
+def test_cluster_sync_shows_the_diff_and_applies_it(cluster):
+    """DS01's queue settings as slurm.conf keys: shown as a diff, written to the include file
+    with --apply (then Slurm reports them); a user may not run it."""
+    r = cluster.head.run("alice", "ds01", "admin", "cluster", "sync")
+    assert r.returncode == 5, r  # admins only
+    before = json.loads(ok(cluster.head.run("adm", "ds01", "admin", "cluster", "sync", "--json")).stdout)
+    keys = {d["key"] for d in before["slurm_conf"]}
+    assert "PriorityWeightFairshare" in keys, before  # Slurm's default weight is 0
+    assert before["accounting"] == "none" and before["notes"]
+    assert any(m["ds01"] == "limits.max_gpus" for m in before["mapping"])
+    out = json.loads(ok(cluster.head.run("adm", "ds01", "admin", "cluster", "sync", "--apply", "--json")).stdout)
+    assert out["applied"] and out["remaining"] == [], out
+    text = (slurmlab.DIR / "ds01-managed.conf").read_text()
+    assert "PriorityWeightFairshare=" in text
+    cfg = slurmlab.slurm("scontrol", "show", "config").stdout
+    assert re.search(r"PriorityWeightFair[Ss]hare\s*=\s*[1-9]", cfg), cfg
+    again = json.loads(ok(cluster.head.run("adm", "ds01", "admin", "cluster", "sync", "--json")).stdout)
+    assert again["slurm_conf"] == []

@@ -252,6 +252,8 @@ async def serve(cfg, paths: Paths, socket_path: Path, docker_url: str | None, cf
 
     set_overlay_path(str(paths.state_dir / OVERLAY_NAME))  # `admin catalog refresh` writes, the catalog merges
     waker = Waker(loop)  # a release wakes the periodic loop, so the queue is served now
+    if placement is not None:
+        placement.config_source = lambda: ctx.config  # a reload applies to placement at once
     services = build_services(ctx, on_release=waker.kick, config_path=cfg_path, placement=placement)
     if services.config_admin is not None:  # what `ds01 admin doctor` checks of our own files
         services.config_admin.own_files = own_files(paths, cfg_path)

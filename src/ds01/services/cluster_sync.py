@@ -50,7 +50,8 @@ def qos_commands(qos: dict[str, dict[str, str]]) -> list[list[str]]:
         qos_set = [f"{k}={v}" for k, v in lim.items() if k != "Fairshare"]
         cmds.append(["add", "qos", name])
         cmds.append(["modify", "qos", f"name={name}", "set", *qos_set])
-        cmds.append(["modify", "user", f"name={user}", "set", f"qos+={name}", f"fairshare={lim['Fairshare']}"])
+        cmds.append(["modify", "user", f"name={user}", "set", f"qos+={name}", f"defaultqos={name}",
+                     f"fairshare={lim['Fairshare']}"])
     return cmds
 
 

@@ -37,6 +37,15 @@ RESTART_KEYS: dict[str, str] = {
     "containers.name_prefix": "existing containers' names derive from it",
     "gpu": "the GPU inventory source is opened at start",
     "engine": "the connection to the container engine is opened at start",
+    # cluster mode (issue 18): the runtime, placement and agents' addresses are chosen at start;
+    # the rest of cluster.* (place_timeout, drain_after, gres_type, mig_types, slurm_include,
+    # head_uid for new agents) applies at once
+    "cluster.engine": "the placement (this server or Slurm) and the runtime are chosen at start",
+    "cluster.slurm_conf": "the Slurm clients and the nodes' agents are found at start",
+    "cluster.agent_port": "the nodes' agents are found at start",
+    "cluster.munge_socket": "the agents' clients are made at start",
+    "cluster.agent_timeout": "the agents' clients are made at start",
+    "cluster.partition": "jobs already placed live in the partition the daemon started with",
     # the API socket's connection bounds (daemon/connections.py) are set when it opens
     "daemon.max_connections": "the API socket's connection bounds are set when it opens",
     "daemon.max_connections_per_user": "the API socket's connection bounds are set when it opens",

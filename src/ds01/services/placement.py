@@ -61,13 +61,18 @@ class SlurmPlacement:
     holds_after_stop = False  # a stop ends the job: Slurm's devices go back at once
 
     def __init__(self, cfg: Any, slurm: Any, instance: str, runtime: Any = None, poll: float = 0.25):
-        self.cfg = cfg  # the whole Config (reloadable: read ``cluster`` each time)
+        # the whole Config, read each time (``config_source``: the daemon's live one, reloadable)
+        self.config_source: Any = lambda: cfg
         self.slurm = slurm
         self.instance = instance
         self.runtime = runtime  # ClusterRuntime: which agents answer (for draining)
         self._poll = poll
         self._unanswered: dict[str, float] = {}  # node -> since when its agent does not answer
         self._drained: set[str] = set()
+
+    @property
+    def cfg(self):
+        return self.config_source()
 
     @property
     def c(self):

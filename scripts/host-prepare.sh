@@ -12,7 +12,7 @@ mkdir -p "$STATE"
 log() { printf '\033[1m[ds01]\033[0m %s\n' "$*"; }
 
 if [ "$(id -u)" != 0 ]; then
-  echo "run as root (sudo): DS01 installs packages and starts the Docker Engine" >&2
+  echo "run as root: DS01 installs packages and starts the Docker Engine" >&2
   exit 1
 fi
 

@@ -53,4 +53,4 @@ log "as $DEMO_USER: container-run demo -- python3 ..."
 as_demo container-run demo -- python3 -c 'import getpass, os, sys; print(f"hello from DS01: {getpass.getuser()} in {os.getcwd()}, Python {sys.version.split()[0]}")'
 as_demo container-list
 as_demo ds01 gpus
-log "done. Try: sudo -u $DEMO_USER container-run demo   (a shell in the demo container)"
+log "done. Try: runuser -u $DEMO_USER -- container-run demo   (a shell in the demo container)"

@@ -80,7 +80,7 @@ def slurm_cluster():
     slurmlab.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # per module: no head and agents polling while other suites run
 def cluster(slurm_cluster):
     d = new_daemon()
     d.config.update({

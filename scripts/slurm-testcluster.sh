@@ -158,8 +158,15 @@ EOF
   [ -f "$DIR/ds01-managed.conf" ] || : >"$DIR/ds01-managed.conf"
   # submit_uid is the authenticated submitter: root (DS01's head) even with sbatch --uid=USER
   cat >"$DIR/job_submit.lua.new" <<'EOF'
+-- a job without -p goes to the default partition: find which (ds01 need not be it)
+local function default_partition(part_list)
+  for _, p in pairs(part_list) do
+    if p.flag_default == 1 then return p.name end
+  end
+  return ""
+end
 function slurm_job_submit(job_desc, part_list, submit_uid)
-  local part = job_desc.partition or "ds01"
+  local part = job_desc.partition or default_partition(part_list)
   if submit_uid ~= 0 and string.find("," .. part .. ",", ",ds01,", 1, true) then
     slurm.log_user("partition ds01 is managed by DS01: use the ds01 command")
     return slurm.ESLURM_ACCESS_DENIED

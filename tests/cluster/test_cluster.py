@@ -274,3 +274,34 @@ def test_cluster_sync_shows_the_diff_and_applies_it(cluster):
     assert re.search(r"PriorityWeightFair[Ss]hare\s*=\s*[1-9]", cfg), cfg
     again = json.loads(ok(cluster.head.run("adm", "ds01", "admin", "cluster", "sync", "--json")).stdout)
     assert again["slurm_conf"] == []
+
+
+def test_images_reach_the_node_through_the_lab_registry(cluster):
+    """cluster.registry: the head pushes the image once, the chosen node pulls it by that name
+    (on this one-engine simulation the pushed name is removed from the engine again, so the
+    node's pull is real)."""
+    from tests.integration.harness import TEST_IMAGE
+    from tests.integration.registry_fixture import start_registry
+
+    reg = start_registry()
+    p = unique_project("reg")
+    client = docker.from_env()
+    ref = f"{reg.host}/{TEST_IMAGE}"
+    base = dict(cluster.head.config["cluster"])
+    try:
+        cluster.head.write_config({"cluster": {**base, "registry": reg.host}})
+        ok(cluster.head.run("adm", "ds01", "admin", "reload"))
+        ok(_deploy(cluster, "alice", p))
+        assert "latest" in reg.tags(TEST_IMAGE.split(":")[0])
+        c = _container(cluster, "alice", p)
+        assert c.attrs["Config"]["Image"] == ref and c.status == "running"
+        assert _row(cluster, "alice", p)["image"] == TEST_IMAGE  # the user's name for it
+    finally:
+        cluster.head.run("alice", "container-retire", p, "--yes", timeout=60)
+        cluster.head.write_config({"cluster": base})
+        cluster.head.run("adm", "ds01", "admin", "reload")
+        try:
+            client.images.remove(ref)
+        except docker.errors.APIError:
+            pass
+        reg.stop()

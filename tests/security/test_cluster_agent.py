@@ -37,13 +37,13 @@ def _send(method: str, path: str, body: bytes = b"", cred: str | None = None) ->
         return r.status, {"raw": data.decode(errors="replace")}
 
 
-def _head_cred(method: str, path: str, body: bytes = b"") -> str:
-    return munge.encode(request_digest(method, path, body))  # this test runs as root, like the head
+def _head_cred(method: str, path: str, body: bytes = b"", node: str = NODE) -> str:
+    return munge.encode(request_digest(method, path, body, node))  # this test runs as root, like the head
 
 
 def _user_cred(user: str, method: str, path: str, body: bytes = b"") -> str:
-    p = subprocess.run(["runuser", "-u", USERS[user], "--", "munge"], input=request_digest(method, path, body).encode(),
-                       capture_output=True, check=True)
+    p = subprocess.run(["runuser", "-u", USERS[user], "--", "munge"],
+                       input=request_digest(method, path, body, NODE).encode(), capture_output=True, check=True)
     return p.stdout.decode().strip()
 
 
@@ -65,6 +65,22 @@ def test_agent_refuses_a_credential_made_for_another_request(cluster):
     cred = _head_cred("GET", "/v1/node")
     status, out = _send("POST", "/v1/list", b'{"selector": {}}', cred=cred)
     assert _refused(status, out) and "another request" in out["error"]["message"], out
+
+
+def test_agent_refuses_a_credential_made_for_another_node(cluster):
+    status, out = _send("GET", "/v1/node", cred=_head_cred("GET", "/v1/node", node="ds01n2"))
+    assert _refused(status, out), out
+
+
+def test_agent_drops_a_body_without_a_sane_length(cluster):
+    """Nothing is read before the request shows a credential and a bounded length."""
+    import socket
+
+    with socket.create_connection((ADDR, PORT), timeout=10) as s:
+        s.sendall(b"POST /v1/list HTTP/1.1\r\nHost: x\r\nX-DS01-Credential: x\r\nContent-Length: -1\r\n\r\n"
+                  + b"A" * 65536)
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n")[0], reply[:200]
 
 
 def test_agent_refuses_a_replayed_credential(cluster):
@@ -100,7 +116,7 @@ def test_agent_never_creates_for_a_job_of_another_user(cluster):
         before = len(client.containers.list(all=True))
         c = http.client.HTTPConnection(conn_addr, PORT, timeout=10)
         c.request("POST", "/v1/containers", body=body,
-                  headers={"X-DS01-Credential": _head_cred("POST", "/v1/containers", body),
+                  headers={"X-DS01-Credential": _head_cred("POST", "/v1/containers", body, node),
                            "Content-Length": str(len(body))})
         r = c.getresponse()
         out = json.loads(r.read())
@@ -112,6 +128,10 @@ def test_agent_never_creates_for_a_job_of_another_user(cluster):
 
 def test_users_cannot_submit_into_ds01s_partition(cluster):
     p = subprocess.run(["runuser", "-u", USERS["bob"], "--", "sbatch", "-p", "ds01", "--wrap", "sleep 60"],
+                       capture_output=True, text=True, env=slurmlab.env())
+    assert p.returncode != 0 and "managed by DS01" in (p.stderr + p.stdout), p
+    # without -p the job goes to the default partition, which is DS01's on the test cluster
+    p = subprocess.run(["runuser", "-u", USERS["bob"], "--", "sbatch", "--wrap", "sleep 60"],
                        capture_output=True, text=True, env=slurmlab.env())
     assert p.returncode != 0 and "managed by DS01" in (p.stderr + p.stdout), p
 
@@ -144,3 +164,60 @@ def test_another_users_container_on_a_node_is_not_found_through_the_head(cluster
 def _cluster_only(request):
     if "cluster" not in request.fixturenames:
         pytest.fail("every test here runs against the cluster fixture")
+
+
+IMPOSTOR = r"""
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        if self.path == "/v1/list":
+            body = {"result": []}
+        else:
+            body = {"error": {"code": "not_found", "message": "gone", "gone": True}}
+        data = json.dumps(body).encode()
+        self.send_response(200 if "result" in body else 404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    do_GET = do_POST = _answer
+http.server.HTTPServer(("%s", %d), H).serve_forever()
+"""
+
+
+def test_the_head_never_believes_an_impostor_on_an_agents_port(cluster):
+    """While a node's agent is down a user takes its port and answers "gone" / "no containers":
+    the head shows the container 'unknown' and frees nothing."""
+    p = unique_project("imp")
+    node = None
+    impostor = None
+    try:
+        ok(cluster.head.run("alice", "container-deploy", p, "--background", "--gpus", "1", timeout=60))
+        row = next(r for r in json.loads(ok(cluster.head.run("alice", "container-list", "--json")).stdout)
+                   if r["project"] == p)
+        node = row["node"]
+        cluster.kill_agent(node)
+        impostor = slurmlab.run_in_node(node, ["runuser", "-u", USERS["bob"], "--", "python3", "-c",
+                                               IMPOSTOR % (slurmlab.NODES[node], PORT)])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                http.client.HTTPConnection(slurmlab.NODES[node], PORT, timeout=1).connect()
+                break
+            except OSError:
+                time.sleep(0.1)
+        rows = json.loads(ok(cluster.head.run("alice", "container-list", "--all", "--json")).stdout)
+        mine = [r for r in rows if r["project"] == p]
+        assert mine and mine[0]["status"] == "unknown", mine  # not "gone"
+        inv = json.loads(ok(cluster.head.run("alice", "ds01", "gpus", "--json")).stdout)
+        assert [d for d in inv["devices"] if d["holder"] and d["holder"]["project"] == p]  # still held
+        assert {n["node"]: n["agent"] for n in inv["nodes"]}[node] == "not answering"
+    finally:
+        if impostor is not None:
+            impostor.kill()
+            subprocess.run(["pkill", "-9", "-u", USERS["bob"], "-f", "http.server"], check=False)
+        if node is not None and node not in cluster.agents:
+            time.sleep(0.5)
+            cluster.start_agent(node)
+        cluster.head.run("alice", "container-retire", p, "--yes", timeout=60)

@@ -267,3 +267,18 @@ def test_cluster_runtime_routes_by_node_and_never_calls_a_down_node_gone():
         rt.inspect("zzz")  # not on n1, and n2 did not answer: it may be there
     n2.is_down = False
     assert rt.inspect("zzz") is None  # on no node at all
+
+
+@pytest.mark.parametrize("registry, image, want", [
+    ("", "ds01/u1001-p:latest", None),
+    ("reg:5000", "ds01/u1001-p:latest", ("reg:5000/ds01/u1001-p", "latest")),
+    ("reg:5000/lab", "ds01/base", ("reg:5000/lab/ds01/base", "latest")),
+    ("reg:5000", "python:3.11", ("reg:5000/python", "3.11")),
+    ("reg:5000", "nvcr.io/nvidia/pytorch:24.01-py3", None),  # the node pulls it from its registry
+    ("reg:5000", "localhost/x:1", None),
+    ("reg:5000", "sha256:abcd", None),
+])
+def test_registry_ref(registry, image, want):
+    from ds01.policy.placement import registry_ref
+
+    assert registry_ref(registry, image) == want

@@ -20,13 +20,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ds01.errors import DS01Error, InvalidInput, NotFound, PermissionDenied
-from ds01.policy.placement import request_digest
+from ds01.policy.placement import request_digest, response_digest
 from ds01.runtime import munge
 from ds01.runtime.base import ContainerGone
 
 log = logging.getLogger("ds01d.agent")
 _CID = r"([A-Za-z0-9_.-]{1,128})"
 MAX_BODY = 4 << 20
+READ_TIMEOUT = 10.0  # a client that does not send its request in this long is dropped
+MAX_CONNECTIONS = 64  # concurrent connections (execs and log streams included)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,11 +38,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:  # the head logs requests; keep quiet
         log.debug("%s " + fmt, self.address_string(), *args)
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(READ_TIMEOUT)  # slow senders do not hold a thread
+        self._digest = ""
+
+    def _sign(self, status: int, body: bytes) -> None:
+        """Every answer carries the agent's own credential over (request, status, body)."""
+        if self._digest:
+            self.send_header("X-DS01-Credential",
+                             munge.encode(response_digest(self._digest, status, body), self.server.munge_socket))  # type: ignore[attr-defined]
+
     def _reply(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self._sign(status, data)
         self.end_headers()
         self.wfile.write(data)
 
@@ -50,15 +64,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         agent = self.server.agent  # type: ignore[attr-defined]
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-            if n > MAX_BODY:
-                raise InvalidInput("request body too large")
+            # nothing is read before the request shows a credential and a sane length
+            self.close_connection = True  # one request per connection: no pipelining tricks
+            header = self.headers.get("X-DS01-Credential", "")
+            if not header:
+                raise PermissionDenied("no MUNGE credential in the request")
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                raise InvalidInput("a bad Content-Length") from None
+            if n < 0 or n > MAX_BODY or self.headers.get("Transfer-Encoding"):
+                raise InvalidInput("the body must have a Content-Length of at most 4 MiB")
             raw = self.rfile.read(n) if n else b""
-            cred = munge.decode(self.headers.get("X-DS01-Credential", ""), self.server.munge_socket)  # type: ignore[attr-defined]
+            if len(raw) != n:
+                raise InvalidInput("the body ended early")
+            cred = munge.decode(header, self.server.munge_socket)  # type: ignore[attr-defined]
             if cred.uid != self.server.head_uid:  # type: ignore[attr-defined]
                 raise PermissionDenied(f"credential of uid {cred.uid}: only the head may call an agent")
-            if cred.payload != request_digest(method, self.path, raw):
-                raise PermissionDenied("the credential was made for another request")
+            digest = request_digest(method, self.path, raw, agent.node)
+            if cred.payload != digest:
+                raise PermissionDenied("the credential was made for another request (or another node)")
+            self._digest = digest  # answers are signed from here on
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
                 raise InvalidInput("the body must be a JSON object")
@@ -127,7 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Connection", "close")
+        self._sign(200, b"stream")
         self.end_headers()
+        self.connection.settimeout(None)
         try:
             for chunk in chunks:
                 self.wfile.write(chunk)
@@ -143,7 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Upgrade", "ds01-exec")
         self.send_header("Connection", "Upgrade")
         self.send_header("X-DS01-Exec", handle.id)
+        self._sign(101, handle.id.encode())
         self.end_headers()
+        self.connection.settimeout(None)  # an interactive session may be quiet for long
         self.wfile.flush()
         splice(self.connection, handle.sock)
         self.close_connection = True
@@ -204,7 +234,20 @@ class AgentServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], agent, head_uid: int, munge_socket: str = ""):
         self.agent, self.head_uid, self.munge_socket = agent, head_uid, munge_socket
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(addr, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):  # full: refuse at once rather than queue forever
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state_dir: str) -> None:

@@ -327,8 +327,8 @@ def _cluster_parts(cfg, local, store):
 
     c = cfg.cluster
     slurm = SlurmCli(c.slurm_conf)
-    nodes = {n.name: NodeClient(n.name, n.addr or n.name, c.agent_port, float(c.agent_timeout), c.munge_socket)
-             for n in slurm.nodes()}
+    nodes = {n.name: NodeClient(n.name, n.addr or n.name, c.agent_port, float(c.agent_timeout), c.munge_socket,
+                                c.head_uid) for n in slurm.nodes()}
 
     def node_of(cid: str) -> str | None:
         rec = store.container_by_docker_id(cid)

@@ -41,3 +41,6 @@ class ClusterConfig(BaseModel):
     # `ds01 admin cluster sync` writes the slurm.conf keys DS01's policy maps to into this file
     # (Include it from slurm.conf) and runs `scontrol reconfigure`; "" = show the diff only
     slurm_include: str = ""
+    # the lab registry (host:port[/prefix]) the head pushes DS01-built images to and nodes pull
+    # from; "" = every node already has the images (one shared engine, or built everywhere)
+    registry: str = Field("", pattern=r"^([A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?)?$")

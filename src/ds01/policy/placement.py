@@ -66,10 +66,34 @@ def outcome(job: SlurmJob | None, job_id: int) -> Placed | Pending | None:
     return Pending(job_id, job.reason, job.start_time)
 
 
-def request_digest(method: str, path: str, body: bytes) -> str:
-    """The payload a head→agent credential carries: it binds the method, the path (with query)
-    and the body, so a credential cannot be replayed against another request."""
-    return f"{DIGEST_VERSION} {method.upper()} {path} {hashlib.sha256(body).hexdigest()}"
+def registry_ref(registry: str, image: str) -> tuple[str, str] | None:
+    """(repository, tag) under the lab registry for a local image name (``ds01/u1001-p:latest``
+    → ``reg:5000/ds01/u1001-p``, ``latest``); None when there is no registry or ``image`` names a
+    registry already (nodes pull it from there)."""
+    if not registry or not image or image.startswith("sha256:"):
+        return None
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return None
+    name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        name, tag = image, "latest"
+    return f"{registry.rstrip('/')}/{name}", tag
+
+
+def request_digest(method: str, path: str, body: bytes, node: str = "") -> str:
+    """The payload a head→agent credential carries: it binds the node it is for, the method, the
+    path (with query) and the body, so a credential cannot be replayed against another request
+    or another node (munged's replay cache is per node)."""
+    return f"{DIGEST_VERSION} {node} {method.upper()} {path} {hashlib.sha256(body).hexdigest()}"
+
+
+def response_digest(request: str, status: int, body: bytes) -> str:
+    """The payload of an agent's answer credential: it binds the request it answers (its
+    digest), the status and the body, so the head believes only the real agent (not a process
+    that took the agent's port while it was down)."""
+    return (f"{DIGEST_VERSION}-reply {hashlib.sha256(request.encode()).hexdigest()} {int(status)} "
+            f"{hashlib.sha256(body).hexdigest()}")
 
 
 def job_refusal(job: SlurmJob | None, *, job_id: int, node: str, uid: int) -> str | None:

@@ -91,3 +91,29 @@ def image_usage(backend: Any) -> tuple[list[dict], list[dict]]:
             continue
         images.append(row)
     return images, list(backend.api.containers(all=True))
+
+
+def push(backend: Any, image: str, repo: str, tag_: str) -> None:
+    """Push ``image`` (id or name) as ``repo:tag`` (cluster mode: the lab registry every node
+    pulls from); the ``repo:tag`` name is removed here again afterwards (the head keeps its own
+    name only). Raises a DS01 error naming the registry on failure."""
+    import docker
+
+    tag(backend, image, repo, tag_)
+    try:
+        for msg in backend.api.push(repo, tag=tag_, stream=True, decode=True):
+            if isinstance(msg, dict) and msg.get("error"):
+                raise classify(f"{repo}:{tag_}", repo.split("/")[0], str(msg.get("error")))
+    except docker.errors.APIError as e:
+        raise classify(f"{repo}:{tag_}", repo.split("/")[0], str(getattr(e, "explanation", None) or e)) from None
+    finally:
+        untag(backend, f"{repo}:{tag_}")
+
+
+def ensure(backend: Any, ref: str) -> None:
+    """Pull ``ref`` unless the engine has it (a node fetching an image the head pushed)."""
+    if backend.image_exists(ref):
+        return
+    name, _, tag_ = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    for _ in pull_stream(backend, name, tag_ or "latest", None, name.split("/")[0], ref):
+        pass

@@ -62,15 +62,28 @@ class SlurmCli:
         except ValueError as e:
             raise SchedulerFailure(f"cannot read job {job_id} from scontrol: {e}") from None
         jobs = [j for j in jobs if j.id == int(job_id)]
+        if len(jobs) > 1:
+            raise SchedulerFailure(f"Slurm's record of job {job_id} is ambiguous; nothing is decided from it")
         return jobs[0] if jobs else None
 
     def jobs(self, partition: str) -> list[sp.SlurmJob]:
         """Every job Slurm knows in ``partition`` (live, and recently ended within MinJobAge)."""
         text = self._run(["scontrol", "show", "job", "-d", "-o"])
-        try:
-            return [j for j in sp.parse_jobs(text) if j.partition == partition]
-        except ValueError as e:
-            raise SchedulerFailure(f"cannot read Slurm's jobs: {e}") from None
+        # one record at a time: a user's odd job (a name imitating a record) cannot hide the
+        # others; an id seen twice is left out, and callers confirm by id before acting
+        found: dict[int, sp.SlurmJob] = {}
+        twice: set[int] = set()
+        for line in text.splitlines():
+            try:
+                jobs = sp.parse_jobs(line)
+            except ValueError:
+                continue
+            for j in jobs:
+                if j.id in found:
+                    twice.add(j.id)
+                else:
+                    found[j.id] = j
+        return [j for i, j in found.items() if i not in twice and j.partition == partition]
 
     # -- nodes -----------------------------------------------------------------------------
     def nodes(self) -> list[sp.SlurmNode]:

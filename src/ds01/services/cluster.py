@@ -125,7 +125,12 @@ class ClusterService:
             if j is not None and j.live:
                 continue
             if rec.status in ("created", "running") or self.ctx.store.open_allocations(rec.id):
-                ended += self._job_ended(rec)
+                try:  # the listing decides nothing alone: the job by id, once more
+                    again = self.placement.slurm.job(rec.slurm_job)
+                except DS01Error:
+                    continue
+                if again is None or not again.live:
+                    ended += self._job_ended(rec)
         owned |= {int(r["slurm_job"]) for r in self.ctx.store.waiting() if r.get("slurm_job")}
         from ds01.policy.jobs import QUEUED, STARTING, RUNNING
 

@@ -290,7 +290,8 @@ class ContainerService:
                               image_env=local.env if local is not None else (), ca_text=ca_text(self.cfg.build))
             if placed is not None:  # the node and job it belongs to (the agent checks both)
                 spec = dataclasses.replace(spec, labels={**spec.labels, labels.NODE: placed.node,
-                                                         labels.SLURM_JOB: str(placed.job)})
+                                                         labels.SLURM_JOB: str(placed.job)},
+                                           **self.placement.distribute(image, local))  # the lab registry
             info = self.ctx.runtime.create(spec)
         except BaseException:
             self._unpin(name)
@@ -444,6 +445,8 @@ class ContainerService:
     def _stop(self, actor: Caller, who: Caller, ref: str, timeout: float | None = None) -> dict[str, Any]:
         rec = self._sync(self.resolve(who, ref))
         self._require_exists(rec)
+        if rec.status == "unknown":  # cluster mode: its node does not answer; nothing is freed
+            raise NodeUnavailable(f"node {rec.node} of {rec.project!r} is not answering", "nothing was stopped")
         if rec.status == "running":
             self.ctx.store.ensure_writable()  # a stop that could not be recorded must not happen
             t = self.cfg.containers.stop_timeout if timeout is None else timeout

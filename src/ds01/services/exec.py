@@ -250,6 +250,8 @@ def open_exec(ctx: Context, who: Caller, rec: ContainerRecord, cmd: list[str] | 
     """Start ``cmd`` (None: the login shell) in ``rec``'s running container as ``who``."""
     cmd = cmd or DEFAULT_SHELL
     env = {**user_env(who, rec.gpus), "TERM": term}
+    if rec.node:  # cluster mode: the container's own GPU variables (the node's indices) stand
+        env = {k: v for k, v in env.items() if k not in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")}
     handle = ctx.runtime.exec_start(rec.docker_id, cmd, user=f"{who.uid}:{who.gid}", env=env,
                                     workdir="/workspace", tty=tty)
     ctx.events.emit("container.exec", user=who.name, uid=who.uid, target=rec.project,

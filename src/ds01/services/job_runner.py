@@ -23,7 +23,7 @@ import threading
 from typing import Any
 
 from ds01 import labels
-from ds01.errors import DS01Error
+from ds01.errors import DS01Error, InvalidInput
 from ds01.models.gpu import GpuRequest
 from ds01.policy import jobs as P
 from ds01.policy.allocation import Allocation, decide
@@ -171,6 +171,9 @@ class JobRunner:
         if self.containers.placement.external:
             try:
                 placed = self._placed(job, who, lim)
+            except InvalidInput as e:  # never submittable: the job fails, the others go on
+                self._end_queued(job, P.FAILED, e.message)
+                return False
             except DS01Error as e:
                 log.warning("job %s: Slurm: %s", job.id, e.message)
                 return False
@@ -244,7 +247,8 @@ class JobRunner:
                           array_index=job.array_index, image=image)
         if placed is not None:  # cluster mode: the node and Slurm job it belongs to (the agent checks)
             spec = dataclasses.replace(spec, labels={**spec.labels, labels.NODE: placed.node,
-                                                     labels.SLURM_JOB: str(placed.job)})
+                                                     labels.SLURM_JOB: str(placed.job)},
+                                       **self.containers.placement.distribute(job.image, local))
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         with open(self.log_path(job.id), "wb"):
             pass  # a fresh, empty log (a requeued job starts over)

@@ -134,6 +134,10 @@ class NodeAgent:
             raise PermissionDenied(f"the spec is for instance {spec.labels.get(labels.INSTANCE)!r}")
         if spec.image_id is not None and not self.runtime.image_exists(spec.image_id):
             spec = dataclasses.replace(spec, image_id=None)  # this node has the image under its name only
+        if spec.image_id is None:  # the head pushed it to the lab registry: fetch it once
+            from ds01.runtime.docker_pull import ensure
+
+            ensure(self.runtime, spec.image)
         return info_dict(self.runtime.create(spec))
 
     def start(self, cid: str) -> None:
@@ -194,8 +198,15 @@ class NodeAgent:
             raise InvalidInput(f"malformed exec request: {e}") from None
         info = self._mine(cid)
         self._job_of(info)
-        if user.split(":")[0] != info.labels.get(labels.UID):
-            raise PermissionDenied("an exec runs as the container's owner only")
+        owner = info.labels.get(labels.UID, "")
+        try:
+            import pwd
+
+            want = f"{owner}:{pwd.getpwuid(int(owner)).pw_gid}"
+        except (KeyError, ValueError):
+            want = None
+        if want is None or user != want:
+            raise PermissionDenied("an exec runs as the container's owner (uid:gid) only")
         return self.runtime.exec_start(info.id, cmd, user=user, env=env, workdir=workdir, tty=tty)
 
     def exec_state(self, exec_id: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from ds01.errors import CapacityExhausted, InvalidInput, RuntimeFailure, SchedulerFailure
 from ds01.models.gpu import Device, Inventory
 from ds01.policy import slurm as sp
-from ds01.policy.placement import Pending, Placed, device_key, outcome
+from ds01.policy.placement import Pending, Placed, device_key, outcome, registry_ref
 
 log = logging.getLogger("ds01d")
 
@@ -44,6 +44,9 @@ class LocalPlacement:
 
     def release(self, job: int | None) -> None:
         pass
+
+    def distribute(self, image: str, local: Any) -> dict[str, Any]:
+        return {}  # the container runs on this engine, which has the image
 
     def pending(self, jobs: list[int]) -> dict[int, Pending]:
         return {}
@@ -69,6 +72,7 @@ class SlurmPlacement:
         self._poll = poll
         self._unanswered: dict[str, float] = {}  # node -> since when its agent does not answer
         self._drained: set[str] = set()
+        self._pushed: set[tuple[str, str, str]] = set()  # (image id, repository, tag) in the registry
 
     @property
     def cfg(self):
@@ -80,13 +84,18 @@ class SlurmPlacement:
 
     # -- placing ---------------------------------------------------------------------------
     def submit_args(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> list[str]:
+        if request.kind in ("profile", "mig"):
+            # Slurm's IDX of a MIG GRES is a position in the node's GRES list, not a device the
+            # runtime can be given: binding it needs the node's MIG UUIDs, which is not built yet
+            raise InvalidInput("MIG instances are not available in cluster mode yet",
+                               "ask for whole GPUs (--gpus N); see docs/scale-out.md")
         try:
             gres = sp.gres_for(request, self.c.gres_type, self.c.mig_types)
-        except ValueError as e:
-            raise InvalidInput(str(e), "in cluster mode ask for --gpus N or one --mig-profile") from None
-        return sp.submit_args(partition=self.c.partition, name=sp.job_name(self.instance, who.uid, project),
-                              uid=who.uid, gid=who.gid, gres=gres, cpus=lim.cpus, memory_bytes=lim.memory,
-                              time_limit_s=lim.max_runtime or None, workdir=workdir)
+            return sp.submit_args(partition=self.c.partition, name=sp.job_name(self.instance, who.uid, project),
+                                  uid=who.uid, gid=who.gid, gres=gres, cpus=lim.cpus, memory_bytes=lim.memory,
+                                  time_limit_s=lim.max_runtime or None, workdir=workdir)
+        except ValueError as e:  # e.g. a project name too long for a Slurm job name
+            raise InvalidInput(f"cannot submit this to Slurm: {e}", "use a shorter project name") from None
 
     def acquire(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> Placed | Pending:
         args = self.submit_args(who, project, request, lim, workdir if os.path.isabs(workdir) else "/tmp")
@@ -112,6 +121,21 @@ class SlurmPlacement:
 
     def poll(self, job: int) -> Placed | Pending | None:
         return outcome(self.slurm.job(job), job)
+
+    def distribute(self, image: str, local: Any) -> dict[str, Any]:
+        """Spec changes so the chosen node can get ``image``: with ``cluster.registry``, a
+        DS01-built (local) image is pushed there once per image id and the node pulls it by that
+        name; else the node is expected to have it (``{}``)."""
+        ref = registry_ref(self.c.registry, image)
+        if ref is None or self.runtime is None:
+            return {}
+        key = (local.id if local is not None else image, *ref)
+        if key not in self._pushed:
+            from ds01.runtime.docker_pull import push
+
+            push(self.runtime.local, local.id if local is not None else image, *ref)
+            self._pushed.add(key)
+        return {"image": f"{ref[0]}:{ref[1]}", "image_id": None}
 
     def release(self, job: int | None) -> None:
         if job:

@@ -20,6 +20,7 @@ PROBE = f"{PREFIX}.probe"
 JOB = f"{PREFIX}.job"  # a batch job's container: its job id (issue 14)
 NODE = f"{PREFIX}.node"  # cluster mode: the node it runs on (issue 18)
 SLURM_JOB = f"{PREFIX}.slurm_job"  # cluster mode: the Slurm job whose life it shares
+WORKSPACE = f"{PREFIX}.workspace"  # cluster mode: the workspace its node pins at each start
 # images only
 BASE = f"{PREFIX}.base"
 CONTENT_HASH = f"{PREFIX}.content_hash"

@@ -221,3 +221,27 @@ def test_the_head_never_believes_an_impostor_on_an_agents_port(cluster):
             time.sleep(0.5)
             cluster.start_agent(node)
         cluster.head.run("alice", "container-retire", p, "--yes", timeout=60)
+
+
+def test_a_workspace_swapped_for_a_symlink_is_never_bound(cluster):
+    """Between create and start the user replaces the workspace with a symlink to another
+    user's: the node pins the workspace at each start (no symlinks followed), so the start is
+    refused and nothing of the other user's is mounted."""
+    import os
+    import pwd
+
+    p = unique_project("swap")
+    home = pwd.getpwnam(USERS["alice"]).pw_dir
+    ws = os.path.join(home, "workspace", p)
+    target = pwd.getpwnam(USERS["bob"]).pw_dir
+    try:
+        ok(cluster.head.run("alice", "container-create", p, timeout=60))
+        subprocess.run(["runuser", "-u", USERS["alice"], "--", "sh", "-c",
+                        f"rm -rf '{ws}' && ln -s '{target}' '{ws}'"], check=True)
+        r = cluster.head.run("alice", "container-start", p, timeout=60)
+        assert r.returncode != 0 and "workspace" in r.stderr, r
+        c = docker.from_env().containers.list(all=True, filters={"label": [f"ds01.project={p}"]})
+        assert all(x.status != "running" for x in c)
+    finally:
+        cluster.head.run("alice", "container-retire", p, "--yes", timeout=60)
+        subprocess.run(["rm", "-f", ws], check=False)

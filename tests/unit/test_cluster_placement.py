@@ -282,3 +282,16 @@ def test_registry_ref(registry, image, want):
     from ds01.policy.placement import registry_ref
 
     assert registry_ref(registry, image) == want
+
+
+def test_ports_are_refused_in_cluster_mode_only():
+    from ds01.errors import InvalidInput
+    from ds01.policy.containers import check_ports
+
+    assert check_ports([8888]) == [8888]
+    with pytest.raises(InvalidInput, match="cluster mode"):
+        check_ports([8888], cluster=True)
+    assert check_ports([], cluster=True) == []
+    for bad in ([0], [70000], [True], list(range(1, 6))):
+        with pytest.raises(InvalidInput):
+            check_ports(bad)

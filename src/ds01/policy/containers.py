@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from ds01 import labels as keys
-from ds01.errors import NotFound
+from ds01.errors import InvalidInput, NotFound
 from ds01.models.config import Config
 from ds01.models.container import Account, ContainerSpec, Mount, Tmpfs
 from ds01.names import container_name
@@ -145,3 +145,21 @@ def resolve_ref(ref: str, records: Iterable[RecordLike]):
         if len(hits) == 1:
             return hits[0]
     raise NotFound(f"you have no container {ref!r}", "'container-list' shows your containers")
+
+
+def check_ports(ports: list[int] | None, cluster: bool = False) -> list[int]:
+    """The container ports to publish on the host's loopback (at most 4). In cluster mode none:
+    the container's node is not the head, so a port there is out of reach; ``container-ssh`` with
+    ``-L`` forwards to a server in the container instead."""
+    out = []
+    for p in ports or []:
+        if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535:
+            raise InvalidInput(f"invalid container port {p!r}", "use a port number between 1 and 65535")
+        out.append(p)
+    if len(out) > 4:
+        raise InvalidInput("at most 4 ports can be published per container")
+    if out and cluster:
+        raise InvalidInput("published ports are not available in cluster mode",
+                           "reach a server in the container with 'ssh -L PORT:localhost:PORT <project>.ds01' "
+                           "(container-ssh)")
+    return out

@@ -18,7 +18,7 @@ from ds01.errors import (CapacityExhausted, Conflict, DS01Error, InvalidInput, N
                          PermissionDenied, PolicyDenied, RuntimeFailure)
 from ds01.names import container_name, validate_project
 from ds01.policy.allocation import Allocation, GpuRequest, decide, fmt_eq
-from ds01.policy.containers import build_spec, resolve_ref
+from ds01.policy.containers import build_spec, check_ports, resolve_ref
 from ds01.policy.limits import effective_limits
 from ds01.runtime.base import ContainerGone, ContainerInfo
 from ds01.services.context import Context
@@ -190,7 +190,7 @@ class ContainerService:
         self._check_image(image)
         if self.images is not None and local is None:
             local = self.images.use_or_pull(who, image, actor)  # another user's image is as good as missing
-        container_ports = self._check_ports(ports)
+        container_ports = check_ports(ports, self.placement.external)
         lim = self.limits_for(who)
         exists = local is not None if self.images is not None else self.ctx.runtime.image_exists(image)
         if not exists:
@@ -351,16 +351,6 @@ class ContainerService:
         existing = self.ctx.store.live_container(who.uid, project)
         if existing is not None and existing.status != "creating":
             self._sync(existing)
-
-    def _check_ports(self, ports: list[int] | None) -> list[int]:
-        out = []
-        for p in ports or []:
-            if not isinstance(p, int) or not 1 <= p <= 65535:
-                raise InvalidInput(f"invalid container port {p!r}", "use a port number between 1 and 65535")
-            out.append(p)
-        if len(out) > 4:
-            raise InvalidInput("at most 4 ports can be published per container")
-        return out
 
     def _holders_hint(self) -> str:
         rows = self.ctx.store.open_allocations()

@@ -24,6 +24,7 @@ from ds01.models.container import spec_from_dict
 from ds01.policy.placement import bind_devices, job_refusal
 from ds01.runtime.base import ContainerInfo, ExecHandle, RuntimeBackend
 from ds01.runtime.slurm import SlurmCli
+from ds01.services.workspace import pin_workspace, unpin_workspace
 
 log = logging.getLogger("ds01d.agent")
 
@@ -43,8 +44,12 @@ def info_dict(i: ContainerInfo) -> dict[str, Any]:
 
 class NodeAgent:
     def __init__(self, node: str, runtime: RuntimeBackend, slurm: SlurmCli, instance: str,
-                 workspace_root: str = "", gpu_source: Any = None):
+                 workspace_root: str = "", gpu_source: Any = None, mounts_dir: str | None = None,
+                 template: str = "{home}/workspace"):
         self.node = node
+        # as on one server (services/workspace.py): Docker binds an empty root-owned directory,
+        # onto which the checked workspace is pinned only while the container starts; None = off
+        self.mounts_dir, self.template = mounts_dir, template
         self.gpu_source = gpu_source  # this node's InventorySource (gpu.* of the config)
         self.runtime = runtime
         self.slurm = slurm
@@ -130,6 +135,7 @@ class NodeAgent:
         job = self._check_job(job_id, spec.account.uid)
         self._check_spec(spec, spec.account.uid)
         spec = bind_devices(spec, job, self.node)
+        spec = self._pin_point(spec)
         if spec.labels.get(labels.INSTANCE) != self.instance:
             raise PermissionDenied(f"the spec is for instance {spec.labels.get(labels.INSTANCE)!r}")
         if spec.image_id is not None and not self.runtime.image_exists(spec.image_id):
@@ -143,7 +149,35 @@ class NodeAgent:
     def start(self, cid: str) -> None:
         info = self._mine(cid)
         self._job_of(info)
-        self.runtime.start(info.id)
+        mp = self._pin(info)
+        try:
+            self.runtime.start(info.id)
+        finally:
+            if mp:
+                unpin_workspace(mp, remove_dir=False)
+
+    # -- the workspace pin (a symlink swapped in after the head's check is never followed) ----
+    def _pin_point(self, spec):
+        if not self.mounts_dir:
+            return spec
+        real = next(m.source for m in spec.mounts if m.target == "/workspace")
+        mp = os.path.join(self.mounts_dir, spec.name)
+        os.makedirs(mp, mode=0o700, exist_ok=True)
+        mounts = tuple(dataclasses.replace(m, source=mp) if m.target == "/workspace" else m for m in spec.mounts)
+        return dataclasses.replace(spec, mounts=mounts, labels={**spec.labels, labels.WORKSPACE: real})
+
+    def _pin(self, info: ContainerInfo) -> str | None:
+        """Pin the workspace (opened as the user's own, no symlinks) for this start."""
+        real = info.labels.get(labels.WORKSPACE)
+        if not self.mounts_dir or not real:
+            return None
+        from ds01.services.identity import caller_from_uid
+
+        who = caller_from_uid(int(info.labels[labels.UID]), None, "")
+        try:
+            return pin_workspace(who, real, self.template, os.path.join(self.mounts_dir, info.name))
+        except OSError as e:  # fail closed: never hand Docker an unpinned user path
+            raise PermissionDenied(f"could not pin the workspace {real} on node {self.node}: {e.strerror}") from None
 
     def stop(self, cid: str, timeout: float) -> None:
         self.runtime.stop(self._mine(cid).id, timeout)
@@ -153,7 +187,10 @@ class NodeAgent:
             info = self._mine(cid)
         except NotFound:
             return False
-        return self.runtime.remove(info.id, force=force)
+        done = self.runtime.remove(info.id, force=force)
+        if self.mounts_dir:
+            unpin_workspace(os.path.join(self.mounts_dir, info.name))
+        return done
 
     def inspect(self, cid: str) -> dict[str, Any] | None:
         try:

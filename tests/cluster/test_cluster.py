@@ -294,7 +294,9 @@ def test_images_reach_the_node_through_the_lab_registry(cluster):
         ok(_deploy(cluster, "alice", p))
         assert "latest" in reg.tags(TEST_IMAGE.split(":")[0])
         c = _container(cluster, "alice", p)
-        assert c.attrs["Config"]["Image"] == ref and c.status == "running"
+        # the node ran exactly the head's image, named by the digest the registry stored
+        assert c.attrs["Config"]["Image"].startswith(ref.rsplit(":", 1)[0] + "@sha256:"), c.attrs["Config"]["Image"]
+        assert c.attrs["Image"] == client.images.get(TEST_IMAGE).id and c.status == "running"
         assert _row(cluster, "alice", p)["image"] == TEST_IMAGE  # the user's name for it
     finally:
         cluster.head.run("alice", "container-retire", p, "--yes", timeout=60)

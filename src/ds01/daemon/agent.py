@@ -275,6 +275,7 @@ def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state
 
     agent = NodeAgent(node, runtime, slurm, cfg.daemon.instance, workspace_root=base, gpu_source=make_source(cfg.gpu),
                       mounts_dir=f"{state_dir}/mounts", template=cfg.containers.workspace_base)
+    _unpin_stale(f"{state_dir}/mounts")
     server = AgentServer(addr, agent, c.head_uid, c.munge_socket)
     threading.Thread(target=agent.watch, name="ds01-agent-sweep", daemon=True).start()
 
@@ -290,3 +291,14 @@ def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state
     finally:
         agent.close()
         server.server_close()
+
+
+def _unpin_stale(mounts: str) -> None:
+    """At start no start is in progress: a pin left by an agent killed mid-start comes off."""
+    import os
+
+    from ds01.services.workspace import unpin_workspace
+
+    if os.path.isdir(mounts):
+        for name in os.listdir(mounts):
+            unpin_workspace(os.path.join(mounts, name), remove_dir=False)

@@ -93,27 +93,40 @@ def image_usage(backend: Any) -> tuple[list[dict], list[dict]]:
     return images, list(backend.api.containers(all=True))
 
 
-def push(backend: Any, image: str, repo: str, tag_: str) -> None:
+def push(backend: Any, image: str, repo: str, tag_: str) -> str:
     """Push ``image`` (id or name) as ``repo:tag`` (cluster mode: the lab registry every node
-    pulls from); the ``repo:tag`` name is removed here again afterwards (the head keeps its own
-    name only). Raises a DS01 error naming the registry on failure."""
+    pulls from) and return the manifest digest the registry stored; the ``repo:tag`` name is
+    removed here again afterwards (the head keeps its own name only). Raises a DS01 error
+    naming the registry on failure."""
     import docker
 
     tag(backend, image, repo, tag_)
+    digest = ""
     try:
         for msg in backend.api.push(repo, tag=tag_, stream=True, decode=True):
             if isinstance(msg, dict) and msg.get("error"):
                 raise classify(f"{repo}:{tag_}", repo.split("/")[0], str(msg.get("error")))
+            if isinstance(msg, dict) and isinstance(msg.get("aux"), dict):
+                digest = str(msg["aux"].get("Digest") or digest)
     except docker.errors.APIError as e:
         raise classify(f"{repo}:{tag_}", repo.split("/")[0], str(getattr(e, "explanation", None) or e)) from None
     finally:
         untag(backend, f"{repo}:{tag_}")
+    if not digest.startswith("sha256:"):
+        raise PullFailed(f"pushing {repo}:{tag_} gave no digest", "check the registry in cluster.registry")
+    return digest
 
 
 def ensure(backend: Any, ref: str) -> None:
-    """Pull ``ref`` unless the engine has it (a node fetching an image the head pushed)."""
+    """Pull ``ref`` (``repo@sha256:…`` or ``repo:tag``) unless the engine has it: a node fetching
+    an image the head pushed."""
     if backend.image_exists(ref):
         return
-    name, _, tag_ = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
-    for _ in pull_stream(backend, name, tag_ or "latest", None, name.split("/")[0], ref):
+    if "@" in ref:
+        name, tag_ = ref.split("@", 1)
+    elif ":" in ref.rsplit("/", 1)[-1]:
+        name, _, tag_ = ref.rpartition(":")
+    else:
+        name, tag_ = ref, "latest"
+    for _ in pull_stream(backend, name, tag_, None, name.split("/")[0], ref):
         pass

@@ -138,12 +138,17 @@ class NodeAgent:
         spec = self._pin_point(spec)
         if spec.labels.get(labels.INSTANCE) != self.instance:
             raise PermissionDenied(f"the spec is for instance {spec.labels.get(labels.INSTANCE)!r}")
-        if spec.image_id is not None and not self.runtime.image_exists(spec.image_id):
-            spec = dataclasses.replace(spec, image_id=None)  # this node has the image under its name only
-        if spec.image_id is None:  # the head pushed it to the lab registry: fetch it once
+        if "@" in spec.image:  # the head pushed it to the lab registry: this node uses that digest
             from ds01.runtime.docker_pull import ensure
 
             ensure(self.runtime, spec.image)
+            got = self.runtime.image_inspect(spec.image)
+            if spec.image_id is not None and (got is None or got.id != spec.image_id):
+                raise PermissionDenied(f"the registry's {spec.image} is not the image the head built",
+                                       "an admin checks cluster.registry")
+            spec = dataclasses.replace(spec, image_id=None)
+        elif spec.image_id is not None and not self.runtime.image_exists(spec.image_id):
+            spec = dataclasses.replace(spec, image_id=None)  # this node has the image under its name only
         return info_dict(self.runtime.create(spec))
 
     def start(self, cid: str) -> None:

@@ -72,7 +72,8 @@ class SlurmPlacement:
         self._poll = poll
         self._unanswered: dict[str, float] = {}  # node -> since when its agent does not answer
         self._drained: set[str] = set()
-        self._pushed: set[tuple[str, str, str]] = set()  # (image id, repository, tag) in the registry
+        # (image id, repository, tag) -> the manifest digest the lab registry stored for it
+        self._pushed: dict[tuple[str, str, str], str] = {}
 
     @property
     def cfg(self):
@@ -124,18 +125,19 @@ class SlurmPlacement:
 
     def distribute(self, image: str, local: Any) -> dict[str, Any]:
         """Spec changes so the chosen node can get ``image``: with ``cluster.registry``, a
-        DS01-built (local) image is pushed there once per image id and the node pulls it by that
-        name; else the node is expected to have it (``{}``)."""
+        DS01-built (local) image is pushed there once per image id and the node pulls it by its
+        digest (a rebuilt image is a new digest; a tag moved in the registry changes nothing) and
+        checks it is that image id; else the node is expected to have it (``{}``)."""
         ref = registry_ref(self.c.registry, image)
         if ref is None or self.runtime is None:
             return {}
-        key = (local.id if local is not None else image, *ref)
+        image_id = local.id if local is not None else image
+        key = (image_id, *ref)
         if key not in self._pushed:
             from ds01.runtime.docker_pull import push
 
-            push(self.runtime.local, local.id if local is not None else image, *ref)
-            self._pushed.add(key)
-        return {"image": f"{ref[0]}:{ref[1]}", "image_id": None}
+            self._pushed[key] = push(self.runtime.local, image_id, *ref)
+        return {"image": f"{ref[0]}@{self._pushed[key]}", "image_id": image_id if local is not None else None}
 
     def release(self, job: int | None) -> None:
         if job:

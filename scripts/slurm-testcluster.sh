@@ -155,7 +155,7 @@ PartitionName=ds01 Nodes=ds01n1,ds01n2 Default=YES MaxTime=INFINITE State=UP
 # what 'ds01 admin cluster sync --apply' writes (cluster.slurm_include); empty at first
 Include $DIR/ds01-managed.conf
 EOF
-  [ -f "$DIR/ds01-managed.conf" ] || : >"$DIR/ds01-managed.conf"
+  [ -s "$DIR/ds01-managed.conf" ] || echo "# ds01 admin cluster sync --apply writes here" >"$DIR/ds01-managed.conf"
   # submit_uid is the authenticated submitter: root (DS01's head) even with sbatch --uid=USER
   cat >"$DIR/job_submit.lua.new" <<'EOF'
 -- a job without -p goes to the default partition: find which (ds01 need not be it)

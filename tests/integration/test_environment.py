@@ -37,6 +37,9 @@ def popen_as(d, user: str, *argv: str, **kw) -> subprocess.Popen:
     pw = pwd.getpwnam(USERS[user])
 
     def drop() -> None:
+        # a client started under nohup ignores SIGHUP on purpose (forward_signals); these tests
+        # are about a client that was not, whatever the test runner itself inherited
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.setgid(pw.pw_gid)
         os.initgroups(pw.pw_name, pw.pw_gid)
         os.setuid(pw.pw_uid)

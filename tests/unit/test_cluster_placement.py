@@ -295,3 +295,21 @@ def test_ports_are_refused_in_cluster_mode_only():
     for bad in ([0], [70000], [True], list(range(1, 6))):
         with pytest.raises(InvalidInput):
             check_ports(bad)
+
+
+def test_agent_refuses_a_second_container_for_one_job(agent):
+    a, ws = agent
+    a.create({"spec": spec_to_dict(spec(ws)), "job": 7})
+    with pytest.raises(PermissionDenied, match="already has a container"):
+        a.create({"spec": spec_to_dict(dataclasses.replace(spec(ws), name="other")), "job": 7})
+    assert len(a.runtime.created) == 1
+
+
+def test_agent_checks_the_allowed_images_too(agent):
+    from ds01.errors import DS01Error
+
+    a, ws = agent
+    a.allowed = ["ds01-test/"]
+    with pytest.raises(DS01Error):
+        a.create({"spec": spec_to_dict(spec(ws)), "job": 7})  # ds01/base is not in this list
+    assert a.runtime.created == []

@@ -274,7 +274,8 @@ def serve_node(cfg, node: str, listen: str | None, docker_url: str | None, state
     from ds01.gpu import make_source
 
     agent = NodeAgent(node, runtime, slurm, cfg.daemon.instance, workspace_root=base, gpu_source=make_source(cfg.gpu),
-                      mounts_dir=f"{state_dir}/mounts", template=cfg.containers.workspace_base)
+                      mounts_dir=f"{state_dir}/mounts", template=cfg.containers.workspace_base,
+                      allowed=list(cfg.images.allowed))
     _unpin_stale(f"{state_dir}/mounts")
     server = AgentServer(addr, agent, c.head_uid, c.munge_socket)
     threading.Thread(target=agent.watch, name="ds01-agent-sweep", daemon=True).start()

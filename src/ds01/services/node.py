@@ -45,11 +45,12 @@ def info_dict(i: ContainerInfo) -> dict[str, Any]:
 class NodeAgent:
     def __init__(self, node: str, runtime: RuntimeBackend, slurm: SlurmCli, instance: str,
                  workspace_root: str = "", gpu_source: Any = None, mounts_dir: str | None = None,
-                 template: str = "{home}/workspace"):
+                 template: str = "{home}/workspace", allowed: list[str] | None = None):
         self.node = node
         # as on one server (services/workspace.py): Docker binds an empty root-owned directory,
         # onto which the checked workspace is pinned only while the container starts; None = off
         self.mounts_dir, self.template = mounts_dir, template
+        self.allowed = allowed  # images.allowed, checked on this node too (None: not checked)
         self.gpu_source = gpu_source  # this node's InventorySource (gpu.* of the config)
         self.runtime = runtime
         self.slurm = slurm
@@ -134,8 +135,16 @@ class NodeAgent:
             raise InvalidInput(f"malformed create request: {e}") from None
         job = self._check_job(job_id, spec.account.uid)
         self._check_spec(spec, spec.account.uid)
+        # one container per job: a second one would share the job's GPUs outside Slurm's books
+        for other in self.runtime.list({**labels.managed(self.instance), labels.SLURM_JOB: str(job_id)}):
+            if other.status not in ("exited", "dead"):
+                raise PermissionDenied(f"job {job_id} already has a container on node {self.node}")
         spec = bind_devices(spec, job, self.node)
         spec = self._pin_point(spec)
+        if self.allowed is not None:
+            from ds01.images.catalog import check_image_allowed
+
+            check_image_allowed(spec.labels.get(labels.IMAGE, spec.image), self.allowed)
         if spec.labels.get(labels.INSTANCE) != self.instance:
             raise PermissionDenied(f"the spec is for instance {spec.labels.get(labels.INSTANCE)!r}")
         if "@" in spec.image:  # the head pushed it to the lab registry: this node uses that digest

@@ -1,5 +1,8 @@
 import pytest
 
+# the bootstrapped base image (sshd, Python) for the daily-path tests; built once per session
+from tests.integration.conftest import base_image, daemon, docker_client  # noqa: F401
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -99,6 +99,13 @@ def test_deploys_spread_over_nodes_with_slurms_devices(cluster):
         # each node's agent reports its GPUs' use (here its simulated inventory's figures)
         assert all(d["utilization"] is not None for d in inv["devices"]), inv["devices"]
         assert {d["label"].split("/")[0] for d in inv["devices"]} == set(slurmlab.NODES)
+        # GPU-hours and container-hours per node (admins)
+        time.sleep(1)
+        use = json.loads(ok(cluster.head.run("adm", "ds01", "usage", "--all-users", "--by", "node", "--since", "1h",
+                                             "--json")).stdout)
+        per = {r["node"]: r for r in use["rows"]}
+        assert set(slurmlab.NODES) <= set(per), per
+        assert all(per[n]["gpu_hours"] > 0 and per[n]["containers"] >= 1 for n in slurmlab.NODES), per
     finally:
         for u, p in projects.items():
             cluster.head.run(u, "container-retire", p, "--yes", timeout=60)

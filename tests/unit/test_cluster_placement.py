@@ -313,3 +313,16 @@ def test_agent_checks_the_allowed_images_too(agent):
     with pytest.raises(DS01Error):
         a.create({"spec": spec_to_dict(spec(ws)), "job": 7})  # ds01/base is not in this list
     assert a.runtime.created == []
+
+
+def test_usage_by_node():
+    from ds01.policy.usage import AllocationInterval, ContainerInterval, account
+
+    allocs = [AllocationInterval("alice", "p", 1.0, 0, 3600, "ds01n1/gpu0"),
+              AllocationInterval("bob", "q", 1.0, 0, 1800, "ds01n2/gpu1"),
+              AllocationInterval("carol", "r", 1.0, 0, 3600, "GPU-sim-0000")]
+    conts = [ContainerInterval("alice", "p", 0, 3600, node="ds01n1"), ContainerInterval("carol", "r", 0, 7200)]
+    rows = {r.key: r for r in account(allocs, conts, 0, 7200, "node")}
+    assert rows["ds01n1"].gpu_hours == 1.0 and rows["ds01n1"].container_hours == 1.0
+    assert rows["ds01n2"].gpu_hours == 0.5
+    assert rows["(this server)"].gpu_hours == 1.0 and rows["(this server)"].container_hours == 2.0

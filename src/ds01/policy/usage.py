@@ -13,8 +13,11 @@ import io
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Literal
 
-By = Literal["user", "group", "project"]
-BY_VALUES: tuple[str, ...] = ("user", "group", "project")
+By = Literal["user", "group", "project", "node"]
+# "node" (cluster mode, issue 18): GPU-hours by the node of each device, container-hours by the
+# node each container ran on; on one server everything is "(this server)"
+BY_VALUES: tuple[str, ...] = ("user", "group", "project", "node")
+THIS_SERVER = "(this server)"
 
 
 def overlap(start: float, end: float | None, lo: float, hi: float) -> float:
@@ -41,6 +44,7 @@ class ContainerInterval:
     start: float
     end: float | None = None
     peak_memory_bytes: int | None = None
+    node: str = ""  # cluster mode: where it ran
 
 
 @dataclass
@@ -62,7 +66,17 @@ class UsageRow:
         return d
 
 
-def key_of(by: str, user: str, project: str, groups: dict[str, str]) -> str:
+def node_of_device(device: str) -> str:
+    """The node of a cluster device key (``ds01n1/gpu0``); "" for this server's devices."""
+    from ds01.policy.placement import parse_device_key
+
+    parsed = parse_device_key(device)
+    return parsed[0] if parsed else ""
+
+
+def key_of(by: str, user: str, project: str, groups: dict[str, str], node: str = "") -> str:
+    if by == "node":
+        return node or THIS_SERVER
     if by == "user":
         return user
     if by == "project":
@@ -85,8 +99,8 @@ def account(allocations: Iterable[AllocationInterval], containers: Iterable[Cont
     groups = groups or {}
     rows: dict[str, UsageRow] = {}
 
-    def row(user: str, project: str) -> UsageRow:
-        k = key_of(by, user, project, groups)
+    def row(user: str, project: str, node: str = "") -> UsageRow:
+        k = key_of(by, user, project, groups, node)
         r = rows.get(k)
         if r is None:
             r = rows[k] = UsageRow(k)
@@ -97,14 +111,14 @@ def account(allocations: Iterable[AllocationInterval], containers: Iterable[Cont
         secs = overlap(a.start, a.end, since, until)
         if secs <= 0:
             continue
-        r = row(a.user, a.project)
+        r = row(a.user, a.project, node_of_device(a.device))
         r.gpu_hours += a.equivalents * secs / 3600.0
         r.allocations += 1
     for c in containers:
         secs = overlap(c.start, c.end, since, until)
         if secs <= 0:
             continue
-        r = row(c.user, c.project)
+        r = row(c.user, c.project, c.node)
         r.container_hours += secs / 3600.0
         r.containers += 1
         if c.peak_memory_bytes is not None:

@@ -92,7 +92,7 @@ class UsageService:
                 if live is not None:
                     peak = max(peak or 0, live)
             conts.append(ContainerInterval(r["user"], r["project"], float(r["created_at"]),
-                                           None if end is None else float(end), peak))
+                                           None if end is None else float(end), peak, r["node"] or ""))
         return allocs, conts, users
 
     def report(self, who: Caller, since: float, until: float | None = None, by: str = "user",

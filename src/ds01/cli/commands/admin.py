@@ -240,7 +240,7 @@ def users(as_json: bool) -> None:
 @click.command()
 @click.option("--since", default="30d", show_default=True, help="window start: 1d, 30d, or a date 2024-05-01")
 @click.option("--until", default=None, help="window end (default now)")
-@click.option("--by", type=click.Choice(["user", "group", "project"]), default="user", show_default=True)
+@click.option("--by", type=click.Choice(["user", "group", "project", "node"]), default="user", show_default=True)
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV")
 @json_opt
 @click.pass_context

@@ -286,7 +286,7 @@ def events(user: str | None, since: str, types: tuple[str, ...], results: tuple[
 @click.command()
 @click.option("--since", default="30d", show_default=True, help="window start: 1d, 30d, or a date 2024-05-01")
 @click.option("--until", default=None, help="window end (default now)")
-@click.option("--by", type=click.Choice(["user", "group", "project"]), default="user", show_default=True)
+@click.option("--by", type=click.Choice(["user", "group", "project", "node"]), default="user", show_default=True)
 @click.option("--user", metavar="USER", help="(admins) only USER")
 @click.option("--all-users", is_flag=True, help="(admins) everyone's (what admins see by default)")
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV (exact numbers, one row per key)")

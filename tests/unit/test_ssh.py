@@ -168,3 +168,22 @@ def test_stop_and_retire_do_not_list_ssh_or_the_vscode_server_as_work():
     assert not is_work(p, ignore)
     assert not is_work({"pid": 8, "name": "sshd", "command": "sshd: alice@pts/0"}, ignore)
     assert is_work({"pid": 9, "name": "node", "command": "node train.js"}, ignore)
+
+
+def test_a_pid_in_the_root_cgroup_is_never_taken_for_a_containers(tmp_path):
+    """A container's init pid reused by a host process (in the root cgroup) must not make the
+    host's processes look like the container's work (or its CPU time)."""
+    cg = tmp_path / "sys"
+    (cg / "docker" / "abc").mkdir(parents=True)
+    for d in (cg, cg / "docker" / "abc"):
+        (d / "cpu.stat").write_text("usage_usec 1\n")
+        (d / "cgroup.procs").write_text("")
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mountinfo").write_text(f"30 1 0:26 / {cg} rw - cgroup2 cgroup2 rw\n")
+    for pid, rel in ((10, "/"), (11, "/docker/abc")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(f"0::{rel}\n")
+    reader = CgroupReader(proc=str(tmp_path), sys_cgroup=str(cg))
+    assert reader.from_pid(10) is None
+    got = reader.from_pid(11)
+    assert got is not None and got.cpu == str(cg / "docker" / "abc")

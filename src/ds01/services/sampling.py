@@ -78,6 +78,10 @@ class CgroupReader:
         for line in lines:
             hid, _, rest = line.partition(":")
             controllers, _, rel = rest.partition(":")
+            if rel.strip() in ("", "/"):
+                # never a container's: the pid was reused by a host process (or is one), and the
+                # root cgroup would make the whole host look like the container's work
+                continue
             if hid == "0" and controllers == "":
                 v2_rel = rel
                 continue

@@ -25,9 +25,16 @@ def _fresh_image(client: docker.DockerClient, reg, mb: int = 8) -> str:
     """Push ``<reg>/pytorch/pytorch:t-<hex>`` (busybox + a random blob of ``mb`` MiB) and leave
     nothing of it on the host; returns the catalog-like name ``pytorch/pytorch:t-<hex>``."""
     tag = f"t-{secrets.token_hex(4)}"
+    _push_blob_image(client, reg, TEST_IMAGE, tag, mb)
+    return f"{REPO}:{tag}"
+
+
+def _push_blob_image(client: docker.DockerClient, reg, base: str, tag: str, mb: int) -> None:
+    """Build ``base`` + a random blob of ``mb`` MiB, push it as ``<reg>/REPO:tag`` and leave
+    nothing of it on the host."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", f"FROM {TEST_IMAGE}\nCOPY blob /blob\n".encode()),
+        for name, data in (("Dockerfile", f"FROM {base}\nCOPY blob /blob\n".encode()),
                            ("blob", os.urandom(mb * 1024 * 1024))):
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
@@ -36,7 +43,6 @@ def _fresh_image(client: docker.DockerClient, reg, mb: int = 8) -> str:
     image, _ = client.images.build(fileobj=buf, custom_context=True, rm=True)
     reg.push(client, image.id, REPO, tag)
     _gone(client, image.id)  # (the push's untag may have removed it already)
-    return f"{REPO}:{tag}"
 
 
 def _lines(body: dict) -> list[dict]:
@@ -234,17 +240,7 @@ def test_a_refreshed_framework_tag_inits_launches_pulls_with_progress_and_runs(
     from .harness import USERS
 
     tag = "2.14.0-cuda12.1-cudnn9-runtime"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:  # the lab base (python, tools) + a layer of its own
-        for name, data in (("Dockerfile", f"FROM {base_image}\nCOPY blob /blob\n".encode()),
-                           ("blob", os.urandom(2 * 1024 * 1024))):
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    buf.seek(0)
-    image, _ = docker_client.images.build(fileobj=buf, custom_context=True, rm=True)
-    local_registry.push(docker_client, image.id, REPO, tag)
-    _gone(docker_client, image.id)
+    _push_blob_image(docker_client, local_registry, base_image, tag, 2)  # the lab base (python, tools) + a layer
     ref = f"{REPO}:{tag}"
     _gone(docker_client, ref)
     p = unique_project("fw")

@@ -147,7 +147,7 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
     disk = DiskService(ctx, containers.limits_for)
     from ds01.services.cluster import ClusterService
 
-    cluster = ClusterService(containers, notify=_notifier(ctx))
+    cluster = ClusterService(containers)
     gpu = GpuService(containers, jobs=jobs, disk=disk, cluster=cluster)
     from ds01.services.charts import ChartService
 
@@ -157,17 +157,6 @@ def build_services(ctx: Context, on_release: Callable[[], None] | None = None,
                     usage=UsageService(ctx, containers), config_admin=_config_admin(ctx, config_path),
                     ssh=SshService(ctx, containers), charts=ChartService(ctx, status), disk=disk, cluster=cluster)
 
-
-def _notifier(ctx: Context):
-    def send(who, project: str, text: str) -> None:
-        from ds01.services.notify import notify
-
-        try:
-            notify(who, project, text, ctx.config.containers.workspace_base, ctx.clock())
-        except Exception:  # a failed message must not undo a served request
-            log.exception("could not notify %s", who.name)
-
-    return send
 
 
 def _config_admin(ctx: Context, config_path: Path | None):

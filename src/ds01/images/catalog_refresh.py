@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -183,22 +182,10 @@ def write_overlay(path: str, overlay: Mapping[str, Any], meta: Mapping[str, Any]
     text = ("# Written by 'ds01 admin catalog refresh': tags the shipped catalog lacks. Do not edit;\n"
             "# refresh again (entries with python: null say it is unknown; 'unknown' are listed only).\n"
             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200))
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".catalog-overlay.", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ds01.atomic_file import write_atomic
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_atomic(path, text, 0o644)
 
 
 _overlay: dict[str, Any] = {"path": None, "stamp": None, "entries": ()}

@@ -18,16 +18,16 @@ from ds01.policy import slurm as sp
 from ds01.policy.allocation import GpuRequest
 from ds01.policy.placement import Placed
 from ds01.services.identity import caller_from_uid
+from ds01.services.notify import notify_quietly
 
 log = logging.getLogger("ds01d")
 
 
 class ClusterService:
-    def __init__(self, containers: Any, notify: Any = None):
+    def __init__(self, containers: Any):
         self.containers = containers
         self.ctx = containers.ctx
         self.placement = containers.placement
-        self.notify = notify  # (who, project, text): tells a user their queued request started
 
     @property
     def active(self) -> bool:
@@ -71,9 +71,8 @@ class ClusterService:
             self.ctx.events.emit("queue.served", user=row["user"], uid=row["uid"], target=row["project"],
                                  data={"gpus": out.get("gpus"), "node": now.node, "job": now.job,
                                        "waited_s": round(waited, 1)})
-            if self.notify is not None:
-                self.notify(who, row["project"], f"your queued request for '{row['project']}' started on node "
-                            f"{now.node} after {waited:.0f}s; open it with 'container-run {row['project']}'")
+            notify_quietly(self.ctx, who, row["project"], f"your queued request for '{row['project']}' started on "
+                           f"node {now.node} after {waited:.0f}s; open it with 'container-run {row['project']}'")
             served.append(out)
         return served
 

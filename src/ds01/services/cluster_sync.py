@@ -12,8 +12,6 @@ applied on request. The mapping itself is pure (``policy/slurm.py``: ``wanted_se
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any
 
 from ds01.errors import ConfigError, DS01Error
@@ -96,10 +94,6 @@ def sync(ctx: Any, placement: Any, apply: bool) -> dict[str, Any]:
 
 
 def _write_include(path: str, wanted: list) -> None:
-    text = HEADER + "".join(f"{s.key}={s.value}\n" for s in wanted)
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ds01-sync-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from ds01.atomic_file import write_atomic
+
+    write_atomic(path, HEADER + "".join(f"{s.key}={s.value}\n" for s in wanted), 0o644)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +26,7 @@ from ds01.errors import ConfigError, InvalidInput
 from ds01.models.config import Config, parse_config
 from ds01.services.context import Context
 from ds01.services.identity import Caller
+from ds01.atomic_file import write_atomic
 
 log = logging.getLogger("ds01d")
 
@@ -244,22 +244,7 @@ class ConfigAdmin:
             mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
         except FileNotFoundError:
             mode, uid, gid = 0o644, os.geteuid(), os.getegid()
-        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", dir=str(real.parent))
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                if os.geteuid() == 0:
-                    os.fchown(f.fileno(), uid, gid)
-                os.fsync(f.fileno())
-            os.replace(tmp, real)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(str(real), text, mode, (uid, gid))
 
     # -- views --------------------------------------------------------------------------------
     def users(self, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -216,12 +216,9 @@ class GpuService:
         return {"queue_finished": finished, "queue_requeued": undone}
 
     def _notify(self, who: Caller, project: str, text: str) -> None:
-        from ds01.services.notify import notify
+        from ds01.services.notify import notify_quietly
 
-        try:
-            notify(who, project, text, self.ctx.config.containers.workspace_base, self.ctx.clock())
-        except Exception:  # a failed message must not undo a served request
-            log.exception("could not notify %s", who.name)
+        notify_quietly(self.ctx, who, project, text)
 
     # -- periodic --------------------------------------------------------------------------
     def release_expired_holds(self) -> int:

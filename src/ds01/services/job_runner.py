@@ -30,7 +30,6 @@ from ds01.policy.allocation import Allocation, decide
 from ds01.policy.containers import build_spec
 from ds01.policy.limits import EffectiveLimits, effective_limits
 from ds01.policy.placement import Placed
-from ds01.policy.slurm import slurm_time
 from ds01.services.context import Context
 from ds01.services.identity import Caller, caller_from_uid
 from ds01.services.workspace import ensure_workspace, existing_workspace
@@ -147,9 +146,7 @@ class JobRunner:
         placement = self.containers.placement
         if not job.slurm_job:
             args = placement.submit_args(who, f"{job.project}-job{job.id}", GpuRequest.from_dict(job.request), lim,
-                                         "/tmp")
-            args = [a if not a.startswith("--time=") else f"--time={slurm_time(job.time_limit or lim.max_runtime)}"
-                    for a in args]
+                                         "/tmp", time_limit_s=job.time_limit)
             sjob = placement.slurm.submit(args)
             try:
                 self.ctx.store.update_job(job.id, slurm_job=sjob)

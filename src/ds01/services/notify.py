@@ -4,6 +4,7 @@ the workspace cannot redirect the write)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -17,6 +18,15 @@ path, text = sys.argv[1], sys.argv[2]
 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
 os.write(fd, text.encode()); os.close(fd)
 """
+
+
+def notify_quietly(ctx, who: Caller, project: str, text: str) -> None:
+    """:func:`notify` for the daemon's own messages: a failure is logged, never raised (a failed
+    message must not undo what it reports, e.g. a served request)."""
+    try:
+        notify(who, project, text, ctx.config.containers.workspace_base, ctx.clock())
+    except Exception:
+        logging.getLogger("ds01d").exception("could not notify %s", who.name)
 
 
 def notify(who: Caller, project: str, text: str, workspace_template: str, now: float | None = None) -> None:

@@ -84,7 +84,10 @@ class SlurmPlacement:
         return self.cfg.cluster
 
     # -- placing ---------------------------------------------------------------------------
-    def submit_args(self, who: Any, project: str, request: Any, lim: Any, workdir: str) -> list[str]:
+    def submit_args(self, who: Any, project: str, request: Any, lim: Any, workdir: str,
+                    time_limit_s: float | None = None) -> list[str]:
+        """sbatch's argv for ``who``'s ``project``; ``time_limit_s`` (a batch job's own limit)
+        else the user's ``max_runtime``."""
         if request.kind in ("profile", "mig"):
             # Slurm's IDX of a MIG GRES is a position in the node's GRES list, not a device the
             # runtime can be given: binding it needs the node's MIG UUIDs, which is not built yet
@@ -94,7 +97,7 @@ class SlurmPlacement:
             gres = sp.gres_for(request, self.c.gres_type, self.c.mig_types)
             return sp.submit_args(partition=self.c.partition, name=sp.job_name(self.instance, who.uid, project),
                                   uid=who.uid, gid=who.gid, gres=gres, cpus=lim.cpus, memory_bytes=lim.memory,
-                                  time_limit_s=lim.max_runtime or None, workdir=workdir)
+                                  time_limit_s=time_limit_s or lim.max_runtime or None, workdir=workdir)
         except ValueError as e:  # e.g. a project name too long for a Slurm job name
             raise InvalidInput(f"cannot submit this to Slurm: {e}", "use a shorter project name") from None
 

@@ -23,7 +23,7 @@ _SQUEUE_FMT = "%i|%u|%T|%R|%N|%b|%S|%j"  # same order as SQUEUE_FIELDS
 
 
 def unavailable() -> str | None:
-    """Why the cluster cannot run here (for ``pytest.skip``), or None."""
+    """Why the cluster cannot run here (the fixture fails the run with it: CI must have Slurm), or None."""
     if os.geteuid() != 0:
         return "the Slurm test cluster needs root"
     for tool in ("slurmctld", "slurmd", "munged", "sbatch", "nsenter", "unshare", "ip"):
